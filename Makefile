@@ -1,0 +1,38 @@
+# Everything from nothing: `make run` (the main job) and `make test` (the test suite).
+# The CPU build of torch is pinned and installed first: a bare `torch` requirement would pull a
+# multi-GB CUDA build. Override with `make TORCH_SPEC=... venv` (the Docker GPU image does).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+SHARED_DATA ?= ../shared/data
+
+.PHONY: venv run test test-slow bench lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e '.[worker,dev]'
+	touch $@
+
+# The main job on the embedded PostgreSQL: real data in, dataset built and summarised.
+run: venv
+	$(BIN)/coordinator db init
+	$(BIN)/coordinator data import SPY $(SHARED_DATA)/SPY.csv
+	$(BIN)/coordinator data import VIX $(SHARED_DATA)/VIX.csv --repair-ohlc
+	$(BIN)/coordinator data build --symbol SPY --vix VIX
+	$(BIN)/coordinator data list
+
+test: venv
+	$(PY) -m pytest -q
+
+# End-to-end checks too slow for the default run.
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) .pytest_cache *.egg-info

