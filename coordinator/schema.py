@@ -13,7 +13,9 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 # Modules that declare tables on `metadata`; imported below so create_all sees every table.
-TABLE_MODULES: list[str] = []
+TABLE_MODULES: list[str] = [
+    "coordinator.records",
+]
 
 for _module in TABLE_MODULES:
     importlib.import_module(_module)
