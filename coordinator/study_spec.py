@@ -1,0 +1,187 @@
+"""A study's immutable spec: everything that defines what its trials mean.
+
+One spec per study, written once by `coordinator create-studies` (table `study_specs`, and the Optuna
+study's user attributes for the dashboard). Workers rebuild the label, splits, search space, sampler
+and pruner from it, so two studies that differ in the spec really differ in what they train
+(SPEC pitfalls 1, 11, 12). `sha256()` is the spec's identity; `code_version` is provenance only and
+is left out of it, or every new commit would look like a changed spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+OBJECTIVES = {"val_auc": "maximize", "val_loss": "minimize"}
+PRUNERS = ("median", "none")
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    name: str
+    version: int
+    sha256: str
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    kind: str  # "threshold": y = 1 if max(High[t+1..t+H]) >= Close[t] * (1 + threshold)
+    threshold: float
+    horizon: int
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    label: str  # e.g. "2M"
+    params: int  # e.g. 2_000_000
+    tolerance: float  # a trial's real parameter count must lie within params * (1 ± tolerance)
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    metric: str  # "val_auc" | "val_loss", taken at the best epoch
+    direction: str  # "maximize" | "minimize"
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    kind: str  # "tpe"
+    seed: int  # each claim derives its own seed from this one (see `claim_seed`)
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    kind: str  # "median" | "none"
+    n_startup_trials: int = 5  # median pruner: prune nothing until this many trials finished
+    n_warmup_steps: int = 2  # ... and nothing before this many epochs of the trial
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    dataset: DatasetRef
+    label: LabelSpec
+    splits: dict[str, list[str]]  # coordinator.data.splits.Splits.to_dict()
+    context: int
+    budget: BudgetSpec
+    search_space: dict[str, Any]  # coordinator.search_space.SearchSpace.to_dict()
+    objective: ObjectiveSpec
+    sampler: SamplerSpec
+    pruner: PrunerSpec
+    target_trials: int
+    code_version: str  # provenance: not part of the identity (sha256)
+
+    @property
+    def horizon(self) -> int:
+        return self.label.horizon
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(canonical_json(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudySpec:
+        return cls(
+            name=d["name"],
+            dataset=DatasetRef(**d["dataset"]),
+            label=LabelSpec(**d["label"]),
+            splits={k: list(v) for k, v in d["splits"].items()},
+            context=int(d["context"]),
+            budget=BudgetSpec(**d["budget"]),
+            search_space=dict(d["search_space"]),
+            objective=ObjectiveSpec(**d["objective"]),
+            sampler=SamplerSpec(**d["sampler"]),
+            pruner=PrunerSpec(**d["pruner"]),
+            target_trials=int(d["target_trials"]),
+            code_version=d["code_version"],
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two studies the same study: everything but provenance."""
+        d = self.to_dict()
+        del d["code_version"]
+        return d
+
+    def sha256(self) -> str:
+        return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()
+
+    def differences(self, other: StudySpec) -> list[str]:
+        """Top-level fields whose values differ (for a readable refusal message)."""
+        mine, theirs = self.identity(), other.identity()
+        return [key for key in mine if mine[key] != theirs.get(key)]
+
+    # Built from the spec by every worker, so every worker samples and prunes the same way.
+
+    def make_sampler(self, seed: int) -> Any:
+        import optuna
+
+        if self.sampler.kind != "tpe":
+            raise ValueError(f"unknown sampler kind {self.sampler.kind!r}")
+        # constant_liar: running trials count as pessimistic results, so parallel workers spread out.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+    def make_pruner(self) -> Any:
+        import optuna
+
+        if self.pruner.kind == "none":
+            return optuna.pruners.NopPruner()
+        if self.pruner.kind == "median":
+            return optuna.pruners.MedianPruner(
+                n_startup_trials=self.pruner.n_startup_trials, n_warmup_steps=self.pruner.n_warmup_steps
+            )
+        raise ValueError(f"unknown pruner kind {self.pruner.kind!r}")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def claim_seed(spec_seed: int, claim_index: int) -> int:
+    """The sampler seed for one claim: deterministic, and different for every claim of a study.
+
+    `claim_index` counts the study's trials that have left the WAITING state, read under the
+    study's claim lock, so no two claims (on any worker) share a seed and a rerun reproduces them.
+    """
+    digest = hashlib.sha256(f"{spec_seed}:{claim_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+# Budgets are written like 2M, 20M, 200M, 2B, 100K (or a plain integer).
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMB]?)\s*$", re.IGNORECASE)
+_SCALE = {"": 1, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+
+
+def parse_budget(text: str) -> int:
+    from coordinator.errors import UserError
+
+    match = _BUDGET.match(text)
+    if not match:
+        raise UserError(f"bad budget {text!r}: expected a parameter count such as 300K, 2M, 20M, 2B")
+    params = round(float(match.group(1)) * _SCALE[match.group(2).upper()])
+    if params < 1_000:
+        raise UserError(f"bad budget {text!r}: at least 1K parameters")
+    return params
+
+
+def budget_label(params: int) -> str:
+    """2_000_000 -> '2M', 300_000 -> '300K', 1_500_000 -> '1.5M'."""
+    for suffix, scale in (("B", 1_000_000_000), ("M", 1_000_000), ("K", 1_000)):
+        if params >= scale:
+            return f"{params / scale:g}{suffix}"
+    return str(params)
+
+
+def label_tag(threshold: float) -> str:
+    """0.01 -> 'thr1pct' (the label part of study names)."""
+    return f"thr{threshold * 100:g}pct"
+
+
+def study_name(dataset_name: str, threshold: float, budget: str, horizon: int) -> str:
+    """E.g. spy-a25-thr1pct-2M-h1."""
+    return f"{dataset_name}-{label_tag(threshold)}-{budget}-h{horizon}"
