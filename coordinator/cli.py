@@ -43,6 +43,10 @@ def database_url(ctx: typer.Context) -> str:
 db_app = typer.Typer(help="Database: schema, URL, shell.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
+from coordinator.data.commands import data_app  # noqa: E402  (defined after database_url, which it uses)
+
+app.add_typer(data_app, name="data")
+
 
 @db_app.command("init")
 def db_init(ctx: typer.Context) -> None:

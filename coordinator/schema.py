@@ -15,6 +15,7 @@ metadata = sa.MetaData()
 # Modules that declare tables on `metadata`; imported below so create_all sees every table.
 TABLE_MODULES: list[str] = [
     "coordinator.records",
+    "coordinator.data.registry",
 ]
 
 for _module in TABLE_MODULES:
