@@ -1,1 +1,0 @@
--- placeholder so the view list is never empty; real views come with the service issue
