@@ -75,9 +75,14 @@ def db_shell(ctx: typer.Context) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one clean line."""
-    command = typer.main.get_command(app)
+    run_app(app, "coordinator", argv)
+
+
+def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> None:
+    """Run a Typer app with one-line user errors; shared by the `coordinator` and `worker` entry points."""
+    command = typer.main.get_command(typer_app)
     try:
-        result = command.main(args=argv, prog_name="coordinator", standalone_mode=False)
+        result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except typer.TyperException as exc:  # bad flags, missing arguments
-        print(f"error: {exc.format_message()} (see `coordinator --help`)", file=sys.stderr)
+        print(f"error: {exc.format_message()} (see `{prog_name} --help`)", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

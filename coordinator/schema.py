@@ -16,6 +16,7 @@ metadata = sa.MetaData()
 TABLE_MODULES: list[str] = [
     "coordinator.records",
     "coordinator.data.registry",
+    "worker.leases",
 ]
 
 for _module in TABLE_MODULES:
