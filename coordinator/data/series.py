@@ -91,6 +91,10 @@ def read_table(path: Path) -> pd.DataFrame:
     raise UserError(f"{path.name}: unknown format {suffix!r}, expected .csv or .parquet")
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -144,7 +148,7 @@ def parse_dates(values: pd.Series) -> pd.DatetimeIndex:
     bad = parsed.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise UserError(f"unparsable date {values.iloc[row]!r} on row {row + 1} ({int(bad.sum())} rows)")
+        raise UserError(f"unparsable date {values.iloc[row]!r} on row {row + 1} ({plural(int(bad.sum()), 'row')})")
     index = pd.DatetimeIndex(parsed)
     if index.tz is not None:  # e.g. yfinance: midnight in the exchange's time zone; keep the local date
         index = index.tz_localize(None)
@@ -155,7 +159,7 @@ def check_dates(dates: pd.DatetimeIndex) -> None:
     duplicated = dates.duplicated()
     if duplicated.any():
         first = dates[duplicated][0]
-        raise UserError(f"duplicate date {first.date()} ({int(duplicated.sum())} duplicate rows)")
+        raise UserError(f"duplicate date {first.date()} ({plural(int(duplicated.sum()), 'duplicate row')})")
     steps = np.diff(dates.asi8)
     if (steps < 0).any():
         row = int(np.flatnonzero(steps < 0)[0]) + 1
@@ -167,9 +171,9 @@ def parse_numbers(values: pd.Series, name: str, dates: pd.DatetimeIndex) -> np.n
     bad = ~np.isfinite(numbers)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise UserError(
-            f"missing or non-finite {name} {values.iloc[row]!r} on {dates[row].date()} ({int(bad.sum())} rows)"
-        )
+        shown = values.iloc[row]
+        shown = repr(shown) if isinstance(shown, str) else str(shown)
+        raise UserError(f"missing or non-finite {name} {shown} on {dates[row].date()} ({plural(int(bad.sum()), 'row')})")
     return numbers
 
 
@@ -179,7 +183,7 @@ def check_values(frame: pd.DataFrame) -> None:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise UserError(
-                f"non-positive {name} {frame[name].iloc[row]} on {frame.index[row].date()} ({int(bad.sum())} rows)"
+                f"non-positive {name} {frame[name].iloc[row]} on {frame.index[row].date()} ({plural(int(bad.sum()), 'row')})"
             )
     if "volume" in frame.columns and bool((frame["volume"] < 0).any()):
         row = int(np.flatnonzero(frame["volume"].to_numpy() < 0)[0])
