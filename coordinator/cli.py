@@ -47,6 +47,10 @@ from coordinator.data.commands import data_app  # noqa: E402  (defined after dat
 
 app.add_typer(data_app, name="data")
 
+from coordinator.cluster import cluster_app  # noqa: E402
+
+app.add_typer(cluster_app, name="cluster")
+
 
 @db_app.command("init")
 def db_init(ctx: typer.Context) -> None:

@@ -1,0 +1,48 @@
+# One image for the coordinator, the workers and the dashboard.
+#
+#   docker build -t scalesweep .                     # CUDA torch: PyPI's Linux wheel (the default)
+#   docker build -t scalesweep \
+#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .   # CPU-only torch, far smaller
+#
+# A torch wheel dropped into docker/wheels/ is used in preference to any index (offline or CPU builds:
+# --build-arg TORCH_SPEC=torch==2.13.0+cpu). BASE_IMAGE must provide python3 >= 3.11 with venv; both
+# stages use it, so the venv's interpreter links resolve in the final stage.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# --- build: everything installed into /opt/venv -------------------------------------------------
+FROM ${BASE_IMAGE} AS build
+ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_INDEX_URL=
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+RUN python3 -m venv /opt/venv
+
+# torch first, in its own layer: by far the largest download, and it changes least often.
+COPY docker/wheels/ /tmp/wheels/
+RUN pip install --find-links /tmp/wheels ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
+
+# Then the project's dependencies, read from pyproject.toml alone, so a code change reuses this layer.
+COPY pyproject.toml /src/
+RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+
+COPY README.md /src/
+COPY sql /src/sql
+COPY coordinator /src/coordinator
+COPY worker /src/worker
+RUN pip install --no-deps /src && python3 -c "import coordinator.cli, worker, torch"
+
+# --- final: the venv on a clean base, run as a non-root user -------------------------------------
+FROM ${BASE_IMAGE}
+# psql, for `coordinator db shell` and ad-hoc queries from inside the cluster.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 scalesweep
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    SCALESWEEP_HOME=/home/scalesweep/.scalesweep
+USER scalesweep
+WORKDIR /home/scalesweep
+CMD ["coordinator", "--help"]
