@@ -191,3 +191,19 @@ def create_reader_role(conn: sa.Connection) -> None:
     conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {READER_ROLE}")
     conn.exec_driver_sql(f"REVOKE CREATE ON SCHEMA public FROM {READER_ROLE}")
     conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER_ROLE}")
+    # Tables and views created later by this owner (a newer version's `db init`) are readable too,
+    # and every session of the role is read-only even if someone grants it more by mistake.
+    conn.exec_driver_sql(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {READER_ROLE}")
+    conn.exec_driver_sql(
+        f"""
+        DO $$ BEGIN
+          IF NOT EXISTS (SELECT FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+                         WHERE r.rolname = '{READER_ROLE}' AND s.setdatabase = 0
+                           AND 'default_transaction_read_only=on' = ANY (s.setconfig)) THEN
+            ALTER ROLE {READER_ROLE} SET default_transaction_read_only = on;
+          END IF;
+        -- Roles are cluster-wide: a `db init` of another database may be doing the same right now.
+        EXCEPTION WHEN OTHERS THEN NULL;
+        END $$;
+        """
+    )

@@ -17,7 +17,9 @@ SELECT
     t.study_id,
     t.number AS trial_number,
     t.state::text AS state,
-    (t.state = 'FAIL' AND r.number IS NOT NULL) AS retried
+    (t.state = 'FAIL' AND r.number IS NOT NULL) AS retried,
+    t.datetime_start AS started_at,
+    t.datetime_complete AS completed_at
 FROM trials t
 LEFT JOIN retried r ON r.study_id = t.study_id AND r.number = t.number;
 
@@ -69,21 +71,30 @@ SELECT
     tr.grad_accum,
     tr.epochs_run,
     tr.best_epoch,
-    COALESCE(tr.duration_s, extract(epoch FROM t.datetime_complete - t.datetime_start)::float8) AS duration_s,
+    COALESCE(tr.duration_s, extract(epoch FROM ts.completed_at - ts.started_at)::float8) AS duration_s,
     tr.samples_per_s,
     tr.peak_memory_mb,
-    tr.worker,
-    tr.host,
-    tr.device,
-    tr.code_version,
-    t.datetime_start AS started_at,
-    t.datetime_complete AS completed_at,
+    COALESCE(tr.worker, live.worker) AS worker,
+    COALESCE(tr.host, live.host) AS host,
+    COALESCE(tr.device, live.device) AS device,
+    COALESCE(tr.code_version, live.code_version) AS code_version,
+    ts.started_at,
+    ts.completed_at,
     tr.metrics
 FROM trial_slots ts
-JOIN trials t ON t.trial_id = ts.trial_id
 JOIN studies s ON s.study_id = ts.study_id
 LEFT JOIN study_specs sp ON sp.study_id = ts.study_id
 LEFT JOIN study_directions d ON d.study_id = ts.study_id AND d.objective = 0
 LEFT JOIN trial_values v ON v.trial_id = ts.trial_id AND v.objective = 0
 LEFT JOIN trial_records tr ON tr.trial_id = ts.trial_id
-LEFT JOIN trial_system_attributes rh ON rh.trial_id = ts.trial_id AND rh.key = 'retry_history';
+LEFT JOIN trial_system_attributes rh ON rh.trial_id = ts.trial_id AND rh.key = 'retry_history'
+-- A trial without a record yet (RUNNING) says who runs it in the user attributes set at its claim.
+LEFT JOIN LATERAL (
+    SELECT
+        max(a.value_json::jsonb #>> '{}') FILTER (WHERE a.key = 'worker') AS worker,
+        max(a.value_json::jsonb #>> '{}') FILTER (WHERE a.key = 'host') AS host,
+        max(a.value_json::jsonb #>> '{}') FILTER (WHERE a.key = 'device') AS device,
+        max(a.value_json::jsonb #>> '{}') FILTER (WHERE a.key = 'code_version') AS code_version
+    FROM trial_user_attributes a
+    WHERE tr.trial_id IS NULL AND a.trial_id = ts.trial_id AND a.key IN ('worker', 'host', 'device', 'code_version')
+) live ON true;
