@@ -51,6 +51,10 @@ from coordinator.cluster import cluster_app  # noqa: E402
 
 app.add_typer(cluster_app, name="cluster")
 
+from coordinator.search_space import search_space_command  # noqa: E402
+
+app.command("search-space")(search_space_command)
+
 
 @db_app.command("init")
 def db_init(ctx: typer.Context) -> None:
