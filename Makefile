@@ -34,5 +34,11 @@ test: venv
 test-slow: venv
 	$(PY) -m pytest -q -m slow
 
+# The compose stack for real on this machine: Docker + Compose installed/started when missing, local
+# images, 4 workers (one SIGKILLed), checks through the SQL views, teardown. Needs root; minutes.
+.PHONY: e2e-compose
+e2e-compose: venv
+	SHARED_DATA=$(SHARED_DATA) scripts/e2e_compose.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
