@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -246,7 +247,14 @@ def yfinance_history(symbol: str) -> pd.DataFrame:
     """The full daily history from Yahoo (prices adjusted for splits and dividends)."""
     import yfinance
 
-    return yfinance.Ticker(symbol).history(period="max", interval="1d", auto_adjust=True)
+    # yfinance logs each failed request on stderr; the caller turns the outcome into one line.
+    logger = logging.getLogger("yfinance")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        return yfinance.Ticker(symbol).history(period="max", interval="1d", auto_adjust=True)
+    finally:
+        logger.setLevel(level)
 
 
 def fetch_bars(
@@ -259,7 +267,8 @@ def fetch_bars(
     try:
         raw = download(symbol)
     except Exception as exc:
-        raise UserError(f"yfinance could not download {symbol}: {one_line(exc)}") from None
+        detail = one_line(exc).split(" See https://")[0]
+        raise UserError(f"yfinance could not download {symbol}: {detail}") from None
     if raw is None or len(raw) == 0:
         raise UserError(f"yfinance returned no data for {symbol} (offline, or an unknown symbol)")
     if isinstance(raw.index, pd.DatetimeIndex):
