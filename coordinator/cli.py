@@ -55,6 +55,13 @@ from coordinator.search_space import search_space_command  # noqa: E402
 
 app.command("search-space")(search_space_command)
 
+from coordinator.local import local_command  # noqa: E402
+from coordinator.studies import create_studies_command, reap_command  # noqa: E402
+
+app.command("create-studies")(create_studies_command)
+app.command("reap")(reap_command)
+app.command("local")(local_command)
+
 
 @db_app.command("init")
 def db_init(ctx: typer.Context) -> None:

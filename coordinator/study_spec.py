@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,31 +149,6 @@ def claim_seed(spec_seed: int, claim_index: int) -> int:
     """
     digest = hashlib.sha256(f"{spec_seed}:{claim_index}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
-
-
-# Budgets are written like 2M, 20M, 200M, 2B, 100K (or a plain integer).
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMB]?)\s*$", re.IGNORECASE)
-_SCALE = {"": 1, "K": 1_000, "M": 1_000_000, "B": 1_000_000_000}
-
-
-def parse_budget(text: str) -> int:
-    from coordinator.errors import UserError
-
-    match = _BUDGET.match(text)
-    if not match:
-        raise UserError(f"bad budget {text!r}: expected a parameter count such as 300K, 2M, 20M, 2B")
-    params = round(float(match.group(1)) * _SCALE[match.group(2).upper()])
-    if params < 1_000:
-        raise UserError(f"bad budget {text!r}: at least 1K parameters")
-    return params
-
-
-def budget_label(params: int) -> str:
-    """2_000_000 -> '2M', 300_000 -> '300K', 1_500_000 -> '1.5M'."""
-    for suffix, scale in (("B", 1_000_000_000), ("M", 1_000_000), ("K", 1_000)):
-        if params >= scale:
-            return f"{params / scale:g}{suffix}"
-    return str(params)
 
 
 def label_tag(threshold: float) -> str:

@@ -43,6 +43,7 @@ ENV_DB_RETRY = "SCALESWEEP_DB_RETRY_S"
 # First key of every advisory lock we take on a study (the second is the study id), so our locks
 # cannot collide with anyone else's single-key locks.
 CLAIM_LOCK_NAMESPACE = 0x5CA1
+CREATE_STUDIES_LOCK_NAMESPACE = 0x5CA3  # serialises `create-studies` runs (0x5CA2: GPU leases)
 
 # Optuna marks heartbeats and the retry callback experimental and warns that heartbeats are meant for
 # Study.optimize; we drive heartbeats ourselves around ask/tell, which is exactly what it does inside.
@@ -158,14 +159,16 @@ class StudyEntry:
 
 
 def load_studies(engine: sa.Engine, pattern: str | None = None) -> list[StudyEntry]:
-    """The studies created by `create-studies` whose names match the glob (all when None)."""
+    """The studies created by `create-studies` whose names match the glob, or any of several
+    comma-separated globs (all studies when None)."""
+    globs = [g.strip() for g in pattern.split(",") if g.strip()] if pattern else ["*"]
     t = records.study_specs
     with engine.connect() as conn:
         rows = conn.execute(sa.select(t.c.study_name, t.c.study_id, t.c.spec).order_by(t.c.study_name)).all()
     return [
         StudyEntry(row.study_name, row.study_id, StudySpec.from_dict(row.spec))
         for row in rows
-        if pattern is None or fnmatch.fnmatchcase(row.study_name, pattern)
+        if any(fnmatch.fnmatchcase(row.study_name, g) for g in globs)
     ]
 
 
