@@ -141,7 +141,7 @@ build_images() {
     docker build --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" "${torch_args[@]}" -t "$APP_IMAGE" . \
         >"$WORK/build-app.log" 2>&1 || fail "image build: $(tail -5 "$WORK/build-app.log")"
     log "building $DB_IMAGE (PostgreSQL 15 from Debian)"
-    docker build --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" -f docker/db.Dockerfile -t "$DB_IMAGE" . \
+    docker build --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$DB_IMAGE" docker/db \
         >"$WORK/build-db.log" 2>&1 || fail "db image build: $(tail -5 "$WORK/build-db.log")"
     log "images: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^($APP_IMAGE|$DB_IMAGE|$BASE_IMAGE) " | paste -sd, -)"
 }
