@@ -11,6 +11,7 @@ from coordinator.data.labels import threshold_label
 from coordinator.data.samples import MIN_VAL_SAMPLES, make_samples
 from coordinator.data.series import content_sha256, read_bars
 from coordinator.data.splits import Splits, default_splits
+from coordinator.data.synth import synthetic_series
 from coordinator.errors import UserError
 from tests.conftest import SPY_CSV
 
@@ -82,3 +83,13 @@ def test_gate_one_class_split_names_it(dataset: registry.Dataset) -> None:
         make_samples(flat_dataset, 3, splits)
     with pytest.raises(UserError, match="train split is one-class at horizon 1: all .* labels are negative"):
         make_samples(dataset, 1, splits, threshold=0.5)
+
+
+def test_synthetic_market_passes_the_gates() -> None:
+    """Other tests train on the synthetic market: 2,500 days must give usable default splits."""
+    frame, meta = registry.compute_dataset_frame(synthetic_series(2500, seed=0).frame, "a25", None)
+    synthetic = registry.Dataset("syn-a25", 1, content_sha256(frame), frame, list(frame.columns), meta)
+    for horizon in (1, 3, 5):
+        samples = make_samples(synthetic, horizon, default_splits(frame.index))
+        assert len(samples.index["val"]) >= MIN_VAL_SAMPLES
+        assert 0 < samples.positive_rate("train") < 1

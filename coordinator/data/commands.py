@@ -13,7 +13,7 @@ from rich.table import Table
 from coordinator import db
 from coordinator.data import registry, series
 from coordinator.data.labels import positive_rate, threshold_label
-from coordinator.data.synth import synthetic_bars
+from coordinator.data.synth import synthetic_series
 
 SUMMARY_HORIZONS = (1, 3, 5)
 SUMMARY_THRESHOLD = 0.01
@@ -96,7 +96,7 @@ def synth_command(
 ) -> None:
     """Register a seeded synthetic market (GARCH volatility clustering, OHLCV)."""
     symbol = registry.normalise_symbol(symbol)
-    bars = series.validate_bars(synthetic_bars(days, seed).rename_axis("date").reset_index())
+    bars = synthetic_series(days, seed)
     engine = engine_for(ctx)
     try:
         report_series(registry.register_series(engine, symbol, bars, source=f"synth seed={seed} days={days}"), bars)
