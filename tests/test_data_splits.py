@@ -36,6 +36,8 @@ def test_default_splits_follow_the_data(dataset: registry.Dataset) -> None:
 def test_overlapping_splits_are_refused() -> None:
     with pytest.raises(UserError, match="splits overlap: val ends 2020-01-10, test starts 2020-01-10"):
         Splits(train=("2019-01-01", "2019-12-31"), val=("2020-01-01", "2020-01-10"), test=("2020-01-10", "2020-12-31"))
+    with pytest.raises(UserError, match="split val: bad date '2020-13-01', expected YYYY-MM-DD"):
+        Splits(train=("2019-01-01", "2019-12-31"), val=("2020-13-01", "2020-01-10"), test=("2020-02-10", "2020-12-31"))
 
 
 @pytest.mark.parametrize("horizon", [1, 3, 5])

@@ -23,12 +23,12 @@ class Splits:
 
     def __post_init__(self) -> None:
         for name in SPLIT_NAMES:
-            start, end = getattr(self, name)
-            if pd.Timestamp(start) > pd.Timestamp(end):
-                raise UserError(f"split {name} starts after it ends ({start} > {end})")
-        if not pd.Timestamp(self.train[1]) < pd.Timestamp(self.val[0]):
+            start, end = (parse_day(day, name) for day in getattr(self, name))
+            if start > end:
+                raise UserError(f"split {name} starts after it ends ({start.date()} > {end.date()})")
+        if not parse_day(self.train[1], "train") < parse_day(self.val[0], "val"):
             raise UserError(f"splits overlap: train ends {self.train[1]}, val starts {self.val[0]}")
-        if not pd.Timestamp(self.val[1]) < pd.Timestamp(self.test[0]):
+        if not parse_day(self.val[1], "val") < parse_day(self.test[0], "test"):
             raise UserError(f"splits overlap: val ends {self.val[1]}, test starts {self.test[0]}")
 
     def ranges(self) -> dict[str, tuple[str, str]]:
@@ -40,6 +40,13 @@ class Splits:
     @classmethod
     def from_dict(cls, data: dict) -> Splits:
         return cls(**{name: (str(data[name][0]), str(data[name][1])) for name in SPLIT_NAMES})
+
+
+def parse_day(day: str, split: str) -> pd.Timestamp:
+    try:
+        return pd.Timestamp(day)
+    except (ValueError, TypeError):
+        raise UserError(f"split {split}: bad date {day!r}, expected YYYY-MM-DD") from None
 
 
 def default_splits(dates, val_frac: float = 0.15, test_frac: float = 0.10) -> Splits:
