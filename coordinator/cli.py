@@ -55,6 +55,10 @@ from coordinator.search_space import search_space_command  # noqa: E402
 
 app.command("search-space")(search_space_command)
 
+from coordinator.baselines import baselines_command  # noqa: E402
+
+app.command("baselines")(baselines_command)
+
 from coordinator.local import local_command  # noqa: E402
 from coordinator.studies import create_studies_command, reap_command  # noqa: E402
 

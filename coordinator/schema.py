@@ -17,6 +17,7 @@ TABLE_MODULES: list[str] = [
     "coordinator.records",
     "coordinator.data.registry",
     "worker.leases",
+    "coordinator.baselines",
 ]
 
 for _module in TABLE_MODULES:
