@@ -66,6 +66,12 @@ app.command("create-studies")(create_studies_command)
 app.command("reap")(reap_command)
 app.command("local")(local_command)
 
+from coordinator.reports import leaderboard_command, report_command, status_command  # noqa: E402
+
+app.command("status")(status_command)
+app.command("leaderboard")(leaderboard_command)
+app.command("report")(report_command)
+
 
 @db_app.command("init")
 def db_init(ctx: typer.Context) -> None:

@@ -1,0 +1,417 @@
+"""For people: `coordinator status`, `coordinator leaderboard` and `coordinator report`.
+
+Everything here reads the SQL read model (sql/*.sql: study_progress, leaderboard, trial_results)
+and the `baselines` table, so what the CLI shows is exactly what `psql` users see. Nothing writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import fnmatch
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from coordinator import db
+from coordinator.errors import UserError
+
+Row = dict[str, Any]
+
+FORMATS = ("table", "csv", "json")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the read model
+
+
+def query(engine: sa.Engine, sql: str, **params: Any) -> list[Row]:
+    """Rows as dicts; a database without the views gets a one-line hint instead of a traceback."""
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
+    except sa.exc.ProgrammingError as exc:
+        if "does not exist" in str(exc):
+            raise UserError(f"the database has no read model ({db.first_line(exc)}): run `coordinator db init`") from None
+        raise
+
+
+def select_studies(rows: list[Row], pattern: str | None) -> list[Row]:
+    """Rows whose study_name matches the glob; an unknown study or a glob matching nothing is an error."""
+    if pattern is None:
+        return rows
+    chosen = [r for r in rows if fnmatch.fnmatchcase(r["study_name"], pattern)]
+    if not chosen:
+        raise UserError(f"no study matching {pattern!r} (see `coordinator status`)")
+    return chosen
+
+
+def study_progress(engine: sa.Engine, pattern: str | None = None) -> list[Row]:
+    rows = query(engine, "SELECT * FROM study_progress ORDER BY horizon NULLS LAST, budget_params NULLS LAST, study_name")
+    return select_studies(rows, pattern)
+
+
+def leaderboard(engine: sa.Engine, pattern: str | None = None) -> list[Row]:
+    if pattern is not None:
+        select_studies(study_progress(engine), pattern)  # unknown study: error even if nothing completed yet
+    rows = query(engine, "SELECT * FROM leaderboard ORDER BY horizon NULLS LAST, budget_params NULLS LAST, study_name")
+    return rows if pattern is None else [r for r in rows if fnmatch.fnmatchcase(r["study_name"], pattern)]
+
+
+def completed_trials(engine: sa.Engine) -> list[Row]:
+    return query(
+        engine,
+        """
+        SELECT study_name, budget, budget_params, horizon, dataset_name, dataset_version, trial_number,
+               val_auc, n_params
+        FROM trial_results
+        WHERE state = 'COMPLETE' AND val_auc IS NOT NULL AND n_params IS NOT NULL
+        """,
+    )
+
+
+def baselines(engine: sa.Engine) -> list[Row]:
+    """Baseline validation AUCs per dataset version and horizon; none if the table is not there yet."""
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        if not inspector.has_table("baselines"):
+            return []
+        columns = {c["name"] for c in inspector.get_columns("baselines")}
+    needed = {"dataset_name", "dataset_version", "horizon", "model", "val_auc"}
+    if not needed <= columns:
+        return []
+    return query(engine, "SELECT dataset_name, dataset_version, horizon, model, val_auc FROM baselines WHERE val_auc IS NOT NULL")
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def format_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def format_number(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def json_value(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def status_table(rows: list[Row]) -> Table:
+    table = Table(title="studies", title_justify="left")
+    for name, justify in [
+        ("study", "left"), ("target", "right"), ("complete", "right"), ("pruned", "right"), ("failed", "right"),
+        ("retried", "right"), ("running", "right"), ("waiting", "right"), ("objective", "left"), ("best", "right"),
+        ("mean trial", "right"),
+        ("ETA", "right"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        best = format_number(r["best_objective"])
+        eta = "done" if r["target_trials"] is not None and r["remaining"] == 0 and r["running"] == 0 else format_duration(r["eta_s"])
+        table.add_row(
+            r["study_name"], str(r["target_trials"] if r["target_trials"] is not None else "-"), str(r["complete"]),
+            str(r["pruned"]), str(r["failed"]), str(r["retried"]), str(r["running"]), str(r["waiting"]),
+            f"{r['objective_metric'] or '-'} ({(r['direction'] or '?')[:3]})", best,
+            format_duration(r["mean_duration_s"]), eta,
+        )
+    return table
+
+
+def status_summary(rows: list[Row]) -> str:
+    target = sum(r["target_trials"] or 0 for r in rows)
+    finished = sum(r["finished"] for r in rows)
+    running = sum(r["running"] for r in rows)
+    return f"{len(rows)} studies: {finished} of {target} trials finished, {running} running"
+
+
+LEADERBOARD_TABLE_COLUMNS = [
+    ("study", "study_name"), ("trial", "trial_number"), ("objective", "objective"), ("val_auc", "val_auc"),
+    ("params", "n_params"), ("d_model", "d_model"), ("layers", "n_layers"), ("heads", "n_heads"), ("d_ff", "d_ff"),
+    ("lr", "learning_rate"), ("wd", "weight_decay"), ("dropout", "dropout"), ("epochs", "epochs_run"),
+    ("best epoch", "best_epoch"),
+]
+
+
+def leaderboard_cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "n_params":
+        return format_count(int(value))
+    if key in ("learning_rate", "weight_decay"):
+        return f"{value:.2e}"
+    if key == "dropout":
+        return f"{value:.2f}"
+    if isinstance(value, float):
+        return format_number(value)
+    return str(value)
+
+
+def leaderboard_table(rows: list[Row]) -> Table:
+    table = Table(title="best trial per study", title_justify="left")
+    for label, _ in LEADERBOARD_TABLE_COLUMNS:
+        table.add_column(label, justify="left" if label == "study" else "right")
+    for r in rows:
+        table.add_row(*(leaderboard_cell(key, r[key]) for _, key in LEADERBOARD_TABLE_COLUMNS))
+    return table
+
+
+def leaderboard_csv(rows: list[Row], columns: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: json_value(r[k]) for k in columns})
+    return out.getvalue()
+
+
+def leaderboard_json(rows: list[Row]) -> str:
+    return json.dumps([{k: json_value(v) for k, v in r.items()} for r in rows], indent=2)
+
+
+def view_columns(engine: sa.Engine, view: str) -> list[str]:
+    """Column names in view order (so an empty leaderboard CSV still has its header)."""
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(f"SELECT * FROM {view} LIMIT 0")).keys())
+
+
+# --------------------------------------------------------------------------------------------------
+# The HTML report
+
+
+def write_report(engine: sa.Engine, out_dir: Path) -> Path:
+    """index.html plus one PNG of best validation AUC vs real parameter count; works on partial data."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = study_progress(engine)
+    board = leaderboard(engine)
+    points = completed_trials(engine)
+    lines = baselines(engine)
+    figure = None
+    if points:
+        figure = "auc_vs_params.png"
+        plot_auc_vs_params(points, board, lines, out_dir / figure)
+    page = render_html(progress, board, figure, lines)
+    index = out_dir / "index.html"
+    index.write_text(page)
+    return index
+
+
+BASELINE_STYLES = [("#444444", "--"), ("#9467bd", "-."), ("#8c564b", ":"), ("#e377c2", "--")]
+
+
+def plot_auc_vs_params(points: list[Row], board: list[Row], lines: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    horizons = sorted({p["horizon"] for p in points if p["horizon"] is not None}) or [None]
+    budgets = sorted({(p["budget_params"] or 0, p["budget"] or "?") for p in points})
+    colours = {label: plt.get_cmap("tab10")(i % 10) for i, (_, label) in enumerate(budgets)}
+    datasets = {(p["dataset_name"], p["dataset_version"]) for p in points}
+    baseline_rows = [b for b in lines if (b["dataset_name"], b["dataset_version"]) in datasets]
+    models = sorted({b["model"] for b in baseline_rows})
+    styles = {m: BASELINE_STYLES[i % len(BASELINE_STYLES)] for i, m in enumerate(models)}
+    sizes = [p["n_params"] for p in points]
+    # Few decades: label 1-2-3-5 steps so every budget is readable; many: powers of ten only.
+    subs = (1.0, 2.0, 3.0, 5.0) if max(sizes) / min(sizes) < 100 else (1.0,)
+
+    fig, axes = plt.subplots(1, len(horizons), figsize=(5.2 * len(horizons), 4.6), sharey=True, squeeze=False)
+    for ax, horizon in zip(axes[0], horizons):
+        mine = [p for p in points if p["horizon"] == horizon]
+        for budget_params, label in budgets:
+            these = [p for p in mine if (p["budget"] or "?") == label]
+            ax.scatter([p["n_params"] for p in these], [p["val_auc"] for p in these], s=18, alpha=0.5,
+                       color=colours[label], label=f"{label} budget: trials")
+            if budget_params:
+                ax.axvline(budget_params, color=colours[label], linewidth=0.7, linestyle=":", alpha=0.7)
+        best = sorted((b for b in board if b["horizon"] == horizon and b["val_auc"] is not None and b["n_params"]),
+                      key=lambda b: b["n_params"])
+        if best:
+            ax.plot([b["n_params"] for b in best], [b["val_auc"] for b in best], color="black", linewidth=1,
+                    marker="*", markersize=11, label="best trial per study")
+        for b in baseline_rows:
+            if b["horizon"] == horizon:
+                colour, style = styles[b["model"]]
+                ax.axhline(b["val_auc"], color=colour, linestyle=style, linewidth=1.2, label=f"baseline: {b['model']}")
+        ax.axhline(0.5, color="grey", linewidth=0.6)  # chance
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=subs))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_count(int(round(x)))))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("parameters (real count, log scale)")
+        ax.set_title(f"horizon {horizon} day{'s' if horizon != 1 else ''}" if horizon is not None else "studies without a spec")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][0].set_ylabel("validation AUC (best epoch)")
+    # One legend for all panels, below them, so it never hides a point.
+    handles: dict[str, Any] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    fig.suptitle("Validation AUC vs real parameter count (dotted: the budget; grey: AUC 0.5)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(handles) - 1) // 4), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render_html(progress: list[Row], board: list[Row], figure: str | None, lines: list[Row]) -> str:
+    esc = html.escape
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    target = sum(r["target_trials"] or 0 for r in progress)
+    finished = sum(r["finished"] for r in progress)
+    running = sum(r["running"] for r in progress)
+    complete = sum(r["complete"] for r in progress)
+    notes = []
+    if not progress:
+        notes.append("No studies yet: create them with <code>coordinator create-studies</code>.")
+    elif complete == 0:
+        notes.append("No COMPLETE trial yet: nothing to plot. Start workers with <code>worker</code>.")
+    if progress and finished < target:
+        notes.append(f"Partial results: {finished} of {target} target trials finished, {running} running.")
+    if progress and not lines:
+        notes.append("No baselines stored yet (<code>coordinator baselines</code>): the figure has no baseline lines.")
+
+    def table(rows: list[Row], columns: list[tuple[str, str]], cell: Any) -> str:
+        head = "".join(f"<th>{esc(label)}</th>" for label, _ in columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{esc(cell(key, r[key]))}</td>" for _, key in columns) + "</tr>" for r in rows
+        )
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    progress_columns = [
+        ("study", "study_name"), ("target", "target_trials"), ("complete", "complete"), ("pruned", "pruned"),
+        ("failed", "failed"), ("retried", "retried"), ("running", "running"), ("best", "best_objective"),
+    ]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>scalesweep report</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+        ".note{background:#fff4d6;padding:6px 10px;border-left:4px solid #e0a800}img{max-width:100%}</style></head><body>",
+        "<h1>scalesweep report</h1>",
+        f"<p>Generated {now}. {len(progress)} studies, {finished} of {target} target trials finished "
+        f"({complete} complete), {running} running.</p>",
+        *(f"<p class='note'>{n}</p>" for n in notes),
+    ]
+    if figure:
+        parts += [
+            "<h2>Validation AUC vs real parameter count</h2>",
+            "<p>Every COMPLETE trial is a point (colour: budget); stars join the best trial of each study; "
+            "horizontal lines are the baselines on the same dataset version and horizon (values in the table below); "
+            "grey is AUC 0.5.</p>",
+            f"<img src='{esc(figure)}' alt='validation AUC vs parameter count per horizon'>",
+        ]
+    parts += ["<h2>Best architecture per study</h2>"]
+    parts += [table(board, LEADERBOARD_TABLE_COLUMNS, leaderboard_cell) if board else "<p>No COMPLETE trial yet.</p>"]
+    parts += ["<h2>Progress</h2>", table(progress, progress_columns, leaderboard_cell) if progress else "<p>No studies.</p>"]
+    if lines:
+        baseline_columns = [("dataset", "dataset_name"), ("version", "dataset_version"), ("horizon", "horizon"),
+                            ("model", "model"), ("val_auc", "val_auc")]
+        parts += ["<h2>Baselines</h2>", table(sorted(lines, key=lambda b: (b["horizon"], b["model"])), baseline_columns, leaderboard_cell)]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands (mounted in coordinator/cli.py)
+
+StudiesGlob = Annotated[Optional[str], typer.Option("--studies", help="Only studies whose name matches this glob.")]
+
+
+def console() -> Console:
+    """Rich console; when piped (no terminal to measure) wide enough that tables are not squashed."""
+    terminal = Console()
+    return terminal if terminal.is_terminal else Console(width=220)
+
+
+def open_engine(ctx: typer.Context) -> sa.Engine:
+    from coordinator.cli import database_url
+
+    return db.connect(database_url(ctx))
+
+
+def status_command(ctx: typer.Context, studies: StudiesGlob = None) -> None:
+    """Progress per study: target, complete, pruned, failed, running, best, ETA."""
+    engine = open_engine(ctx)
+    try:
+        rows = study_progress(engine, studies)
+    finally:
+        engine.dispose()
+    out = console()
+    if not rows:
+        out.print("no studies yet: create them with `coordinator create-studies`")
+        return
+    out.print(status_table(rows))
+    out.print(status_summary(rows))
+
+
+def leaderboard_command(
+    ctx: typer.Context,
+    format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    studies: StudiesGlob = None,
+) -> None:
+    """The best COMPLETE trial of every study (by the study's own direction)."""
+    if format not in FORMATS:
+        raise UserError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
+    engine = open_engine(ctx)
+    try:
+        rows = leaderboard(engine, studies)
+        columns = view_columns(engine, "leaderboard")
+    finally:
+        engine.dispose()
+    if format == "csv":
+        typer.echo(leaderboard_csv(rows, columns), nl=False)
+    elif format == "json":
+        typer.echo(leaderboard_json(rows))
+    elif rows:
+        console().print(leaderboard_table(rows))
+    else:
+        typer.echo("no COMPLETE trial yet")
+
+
+def report_command(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html and the PNG figures.")] = Path("report"),
+) -> None:
+    """An HTML page with PNG figures: validation AUC vs parameter count per horizon, best architectures."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    engine = open_engine(ctx)
+    try:
+        index = write_report(engine, out)
+    finally:
+        engine.dispose()
+    typer.echo(f"report: {index}")
