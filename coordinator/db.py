@@ -152,7 +152,7 @@ def init_db(url: str) -> list[str]:
     done = []
     engine = connect(url)
     try:
-        optuna_storage(url)  # creates or checks Optuna's own tables
+        optuna_storage(url).engine.dispose()  # creating it creates or checks Optuna's tables
         done.append("optuna schema")
         with engine.begin() as conn:
             # Serialise concurrent `db init`s (every worker may call it on start).
