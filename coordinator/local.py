@@ -11,6 +11,7 @@ Exits non-zero if any worker failed. Ctrl-C stops the workers cleanly (their tri
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -56,7 +57,7 @@ def local_command(
         plans = run_create_studies(url, MatrixRequest(dataset=dataset, preset=preset))
         names = [p.spec.name for p in plans]
         code = run_workers(url, names, workers, device, engine)
-        show_results(engine, url, names, report_dir)
+        show_results(engine, names, report_dir)
         counts = final_counts(engine, names)
     finally:
         engine.dispose()
@@ -105,12 +106,15 @@ def logs_dir() -> Path:
 def run_workers(url: str, names: list[str], n: int, device: str, engine: sa.Engine) -> int:
     """Start n workers on exactly these studies, show progress until they exit; returns how many failed."""
     logs_dir().mkdir(parents=True, exist_ok=True)
+    # N workers on one machine share its cores: one BLAS/OpenMP pool each, sized to its share.
+    env = {**os.environ}
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     procs = []
     for i in range(1, n + 1):
         log_path = logs_dir() / f"worker-{i}.log"
         command = [sys.executable, "-m", "worker.cli", "--database-url", url, "--studies", ",".join(names),
                    "--device", device, "--worker-id", f"local-{i}"]
-        procs.append((subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT), log_path))
+        procs.append((subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env), log_path))
     console.print(f"[bold]{n} workers[/] started; logs in {logs_dir()}")
     try:
         with Live(progress_table(engine, names), console=console, refresh_per_second=1) as live:
@@ -133,20 +137,14 @@ def run_workers(url: str, names: list[str], n: int, device: str, engine: sa.Engi
 
 
 def progress_table(engine: sa.Engine, names: list[str]) -> Table:
-    table = Table(title="progress")
-    for column in ("study", "target", "complete", "pruned", "failed", "running", "best"):
-        table.add_column(column, justify="left" if column == "study" else "right")
+    """C2's `coordinator status` table, restricted to these studies."""
+    from coordinator import reports
+
     try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT * FROM study_progress WHERE study_name = ANY(:names) ORDER BY study_name"), {"names": names}
-            ).mappings().all()
+        rows = [r for r in reports.study_progress(engine) if r["study_name"] in names]
     except sa.exc.OperationalError:
-        return table  # the database is restarting; the workers ride it out and so do we
-    for r in rows:
-        best = "" if r["best_objective"] is None else f"{r['best_objective']:.4f}"
-        table.add_row(r["study_name"], str(r["target_trials"]), str(r["complete"]), str(r["pruned"]), str(r["failed"]), str(r["running"]), best)
-    return table
+        rows = []  # the database is restarting; the workers ride it out and so does this display
+    return reports.status_table(rows)
 
 
 def final_counts(engine: sa.Engine, names: list[str]) -> dict[str, int]:
@@ -162,31 +160,10 @@ def final_counts(engine: sa.Engine, names: list[str]) -> dict[str, int]:
     return {k: int(v) for k, v in row.items()}
 
 
-def show_results(engine: sa.Engine, url: str, names: list[str], report_dir: Path) -> None:
-    """The leaderboard of these studies and the report (coordinator.reports when present)."""
-    try:
-        from coordinator import reports
-    except ImportError:
-        reports = None
-    if reports is not None and hasattr(reports, "print_leaderboard") and hasattr(reports, "write_report"):
-        reports.print_leaderboard(engine)
-        path = reports.write_report(engine, report_dir)
-        console.print(f"[bold]report[/] {path}")
-        return
-    table = Table(title="leaderboard (best trial per study)")
-    for column in ("study", "objective", "n_params", "d_model", "n_layers", "n_heads"):
-        table.add_column(column)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT DISTINCT ON (r.study_name) r.study_name, v.value, r.n_params, r.d_model, r.n_layers, r.n_heads "
-                "FROM trial_records r JOIN trial_values v ON v.trial_id = r.trial_id "
-                "JOIN study_specs s ON s.study_name = r.study_name "
-                "WHERE r.state = 'COMPLETE' AND r.study_name = ANY(:names) "
-                "ORDER BY r.study_name, CASE WHEN s.direction = 'minimize' THEN v.value ELSE -v.value END"
-            ),
-            {"names": names},
-        ).all()
-    for r in rows:
-        table.add_row(r.study_name, f"{r.value:.4f}", str(r.n_params), str(r.d_model), str(r.n_layers), str(r.n_heads))
-    Console().print(table)
+def show_results(engine: sa.Engine, names: list[str], report_dir: Path) -> None:
+    """The leaderboard of these studies, then the HTML report (of every study in the database)."""
+    from coordinator import reports
+
+    board = [r for r in reports.leaderboard(engine) if r["study_name"] in names]
+    Console(width=max(Console().width, 140)).print(reports.leaderboard_table(board))
+    console.print(f"[bold]report[/] {reports.write_report(engine, report_dir).resolve()}")
