@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     parser.add_argument("--budgets", default=None, help=f"default: {CPU_BUDGETS} on CPU, {CUDA_BUDGETS} on CUDA")
     parser.add_argument("--steps", type=int, default=None, help="timed optimizer steps per budget (default CPU 8, CUDA 40)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="default CPU 64, CUDA 256")
     parser.add_argument("--horizon", type=int, default=1)
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
@@ -147,6 +147,7 @@ def main() -> None:
     on_cuda = args.device.startswith("cuda")
     args.budgets = args.budgets or (CUDA_BUDGETS if on_cuda else CPU_BUDGETS)
     args.steps = args.steps or (40 if on_cuda else 8)
+    args.batch_size = args.batch_size or (256 if on_cuda else 64)
     if args.threads:
         torch.set_num_threads(args.threads)
 

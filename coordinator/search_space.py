@@ -361,7 +361,7 @@ def budget_label(budget_params: int) -> str:
 
 def search_space_command(
     budgets: Annotated[
-        str, typer.Option("--budgets", help="comma-separated parameter budgets")
+        str, typer.Option("--budgets", "--budget", help="comma-separated parameter budgets, e.g. 300K,2M")
     ] = ",".join(CPU_BUDGETS + DEFAULT_BUDGETS),
     n_features: Annotated[int, typer.Option("--n-features", help="model inputs per day (a25: 25, a25-vix8: 33)")] = 25,
     preset: Annotated[str, typer.Option("--preset", help=f"one of {', '.join(PRESETS)}")] = "reference",

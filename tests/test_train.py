@@ -3,8 +3,12 @@ learning on planted-signal data, and a few epochs on real SPY with every metric 
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -15,7 +19,7 @@ from coordinator.data.samples import Samples, make_samples
 from coordinator.data.series import read_bars
 from coordinator.data.splits import default_splits
 from coordinator.search_space import Architecture, TrialConfig
-from tests.conftest import SPY_CSV
+from tests.conftest import REPO, SPY_CSV
 
 torch = pytest.importorskip("torch")
 import worker.train as train_module  # noqa: E402
@@ -247,3 +251,16 @@ def test_real_spy_tiny_model_trains_with_finite_metrics() -> None:
     assert result.values_used["n_train"] == len(samples.index["train"])
     assert result.values_used["n_val"] == len(samples.index["val"])
     assert result.n_params == config.architecture.n_params
+
+
+def test_training_benchmark_runs(tmp_path: Path) -> None:
+    """bench/training.py end to end on its smallest budget (it must keep working, on CPU and CUDA)."""
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(REPO / "bench" / "training.py"), "--device", "cpu", "--budgets", "100K"]
+    command += ["--steps", "2", "--threads", "1", "--csv", str(SPY_CSV), "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(out.read_text())
+    assert row["budget"] == "100K" and 75_000 <= row["n_params"] <= 125_000
+    assert row["samples_per_s"] > 0 and row["s_per_epoch"] > 0 and row["peak_memory_mb"] > 0 and row["mfu"] is None
+    assert "samples/s" in done.stdout
