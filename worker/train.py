@@ -187,8 +187,13 @@ def train_model(
         torch.cuda.reset_peak_memory_stats(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
     data = DeviceData(samples, dev)
-    with dev:  # allocate parameters directly on the device
-        model = PatchTST(arch, dropout=config.dropout)
+    try:
+        with dev:  # allocate parameters directly on the device
+            model = PatchTST(arch, dropout=config.dropout)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise TrialFailed(f"out of memory allocating {count_params(arch):,} parameters on {device_name(dev)}") from None
     if n_params(model) != count_params(arch):  # the budget was checked with count_params
         raise RuntimeError(f"model has {n_params(model)} parameters, count_params says {count_params(arch)}")
     forward = torch.compile(model) if compile else model
@@ -258,7 +263,12 @@ def train_model(
                         raise
                     micro = halve_micro_batch(micro, dev, "training")
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            try:
+                optimizer.step()
+            except RuntimeError as exc:  # AdamW allocates its state (2 x parameters) on the first step
+                if not is_out_of_memory(exc):
+                    raise
+                raise TrialFailed(f"out of memory for the optimizer state on {device_name(dev)}") from None
             loss_sum += batch_loss * len(batch)
             step += 1
             if step % NAN_CHECK_EVERY == 0:
