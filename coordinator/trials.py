@@ -65,8 +65,11 @@ class Liveness:
         cls, heartbeat_interval: int | None = None, grace_period: int | None = None, max_retry: int | None = None
     ) -> Liveness:
         """Flags win over $SCALESWEEP_HEARTBEAT_S / $SCALESWEEP_GRACE_S / $SCALESWEEP_MAX_RETRY."""
-        heartbeat = heartbeat_interval or env_int(ENV_HEARTBEAT, cls.heartbeat_interval)
-        grace = grace_period or env_int(ENV_GRACE, max(cls.grace_period, 3 * heartbeat))
+        grace_given = grace_period or env_int(ENV_GRACE, 0) or None
+        # A short grace period alone implies heartbeats frequent enough to fit in it.
+        default_heartbeat = cls.heartbeat_interval if grace_given is None else min(cls.heartbeat_interval, max(1, grace_given // 3))
+        heartbeat = heartbeat_interval or env_int(ENV_HEARTBEAT, default_heartbeat)
+        grace = grace_given or max(cls.grace_period, 3 * heartbeat)
         retries = max_retry if max_retry is not None else env_int(ENV_MAX_RETRY, cls.max_retry)
         if heartbeat < 1 or grace <= heartbeat or retries < 0:
             raise UserError(
@@ -278,9 +281,15 @@ def claim_in(storage: optuna.storages.RDBStorage, entry: StudyEntry, attrs: Mapp
         )
         trial = study.ask()  # commits on the storage's own connection while we still hold the lock
         storage.record_heartbeat(trial._trial_id)  # a trial with no heartbeat row is never reaped
-    for key, value in {**attrs, "sampler_seed": seed}.items():
-        storage.set_trial_user_attr(trial._trial_id, key, value)
-    return Claim(entry, study, trial, seed)
+    claim = Claim(entry, study, trial, seed)
+    # Provenance outside the claim: retrying these writes must not claim a second trial.
+    with_reconnect(lambda: set_user_attrs(storage, claim.trial_id, {**attrs, "sampler_seed": seed}), "label the claimed trial")
+    return claim
+
+
+def set_user_attrs(storage: optuna.storages.RDBStorage, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -397,18 +406,22 @@ def json_safe(value: Any) -> Any:
 T = TypeVar("T")
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    """True for errors that mean 'the connection or server went away', anywhere in the cause chain."""
+def connection_error(exc: BaseException) -> BaseException | None:
+    """The error in the cause chain that means 'the connection or server went away', if any."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError)):
-            return True
-        if isinstance(seen, sa.exc.DBAPIError) and seen.connection_invalidated:
-            return True
-        if isinstance(seen, sa.exc.DBAPIError) and isinstance(seen.orig, psycopg.OperationalError):
-            return True
+            return seen
+        if isinstance(seen, sa.exc.DBAPIError) and (
+            seen.connection_invalidated or isinstance(seen.orig, psycopg.OperationalError)
+        ):
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return connection_error(exc) is not None
 
 
 class DatabaseUnavailable(UserError):
@@ -436,12 +449,13 @@ def with_reconnect(
         try:
             return action()
         except Exception as exc:
-            if not is_connection_error(exc):
+            cause = connection_error(exc)
+            if cause is None:
                 raise
             if time.monotonic() + delay > deadline:
                 raise DatabaseUnavailable(
-                    f"database unreachable for over {budget:.0f} s while trying to {what}: {db.first_line(exc)}"
+                    f"database unreachable for over {budget:.0f} s while trying to {what}: {db.first_line(cause)}"
                 ) from None
-            log.warning("database connection lost while trying to %s (%s); retrying in %.1f s", what, db.first_line(exc), delay)
+            log.warning("database connection lost while trying to %s (%s); retrying in %.1f s", what, db.first_line(cause), delay)
             sleep(delay)
             delay = min(delay * 2, 15.0)

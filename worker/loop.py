@@ -97,7 +97,7 @@ class Worker:
         from coordinator import db
 
         db.connect(self.options.url).dispose()  # a bad URL or a dead server: one clear line, now
-        self.storage = lifecycle.open_storage(self.options.url, self.options.liveness)
+        self.storage = with_reconnect(lambda: lifecycle.open_storage(self.options.url, self.options.liveness), "open the storage")
         beat = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
         try:
             self.entries = with_reconnect(lambda: lifecycle.load_studies(self.engine, self.options.studies), "load studies")
@@ -249,7 +249,9 @@ class Worker:
         started = time.monotonic()
         log.info("trial %s claimed (sampler seed %d)", claim.label, claim.sampler_seed)
         try:
-            outcome = self.execute(claim)
+            # A dropped connection mid-trial re-runs it from the start: sampled params are kept by
+            # Optuna, epoch rows are upserts and repeated intermediate values are ignored.
+            outcome = with_reconnect(lambda: self.execute(claim), f"run trial {claim.label}")
             self.unexpected_errors = 0
         except lifecycle.DatabaseUnavailable:
             raise

@@ -1,0 +1,271 @@
+"""Workers against real PostgreSQL, as real processes: exact counts, lost trials, clean stops, reconnects.
+
+Trials here are synthetic (`worker --synthetic S`: a sleep and a deterministic pseudo-objective) so
+they exercise the real claim / heartbeat / reap / record / tell path in seconds. Real training end
+to end is in test_worker_slow.py.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from coordinator.search_space import SearchSpace
+from coordinator.trials import DatabaseUnavailable, Liveness, with_reconnect
+from tests.service_helpers import FAST, create, make_dataset, rows, scalar, start_worker, state_counts, wait_for
+from worker import leases
+
+
+def finish(procs: list, timeout: float = 120) -> list[int]:
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=timeout))
+        except Exception:
+            p.kill()
+            raise
+    return codes
+
+
+def assert_targets_met_exactly(engine: sa.Engine) -> None:
+    """Every study: exactly target final trials, nothing RUNNING or WAITING, every record agreeing."""
+    progress = rows(engine, "SELECT * FROM study_progress")
+    assert progress
+    for p in progress:
+        assert p["finished"] == p["target_trials"], p
+        assert p["running"] == 0 and p["waiting"] == 0, p
+    # Every finished trial has exactly one record, in Optuna's state.
+    mismatched = rows(
+        engine,
+        "SELECT t.trial_id, t.state::text AS optuna, r.state AS record FROM trials t "
+        "LEFT JOIN trial_records r ON r.trial_id = t.trial_id WHERE r.state IS DISTINCT FROM t.state::text",
+    )
+    assert mismatched == []
+
+
+def test_three_workers_finish_a_matrix_exactly(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
+    make_dataset(initialised_db)
+    create(initialised_db, preset="smoke", trials=5)  # 4 studies: 100K/300K x H1/H5
+    procs = [start_worker(initialised_db, "--synthetic", "0.2", "--worker-id", f"w{i}", *FAST, log_dir=tmp_path) for i in range(3)]
+    assert finish(procs) == [0, 0, 0]
+
+    assert_targets_met_exactly(engine)
+    counts = state_counts(engine)
+    assert sum(counts.values()) == 20 and all(state == "COMPLETE" for _, state in counts)
+    records = rows(engine, "SELECT r.*, s.spec FROM trial_records r JOIN study_specs s USING (study_name)")
+    assert len(records) == 20
+    for r in records:
+        space = SearchSpace.from_dict(r["spec"]["search_space"])
+        assert space.within_budget(r["n_params"]), r  # budgets respected, with the real count
+        assert r["val_auc"] is not None and r["d_model"] and r["n_layers"] and r["learning_rate"]
+        assert r["worker"] in {"w0", "w1", "w2"} and r["host"] and r["device"] == "synthetic" and r["code_version"]
+    assert {r["worker"] for r in records} == {"w0", "w1", "w2"}  # the work was shared
+    assert scalar(engine, "SELECT count(*) FROM trial_epochs") == 20
+    # Every claim had its own sampler seed, recorded on the trial.
+    seeds = rows(engine, "SELECT s.study_name, a.value_json FROM trial_user_attributes a JOIN trials t USING (trial_id) "
+                         "JOIN studies s ON s.study_id = t.study_id WHERE a.key = 'sampler_seed'")
+    per_study: dict[str, set] = {}
+    for s in seeds:
+        per_study.setdefault(s["study_name"], set()).add(s["value_json"])
+    assert all(len(v) == 5 for v in per_study.values()) and len(per_study) == 4
+    # Optuna's API tells the same story as the views.
+    storage = optuna.storages.RDBStorage(initialised_db)
+    for p in rows(engine, "SELECT * FROM study_progress"):
+        study = optuna.load_study(study_name=p["study_name"], storage=storage)
+        assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == p["complete"] == 5
+        assert p["best_objective"] == pytest.approx(study.best_value)
+
+
+def race_worker(url: str, worker_id: str, start_at: float) -> None:
+    """A worker process (forked: no interpreter start-up) that begins claiming at `start_at`."""
+    from worker.loop import Worker, WorkerOptions
+
+    time.sleep(max(0.0, start_at - time.time()))
+    code = Worker(WorkerOptions(url=url, worker_id=worker_id, synthetic=0.0, liveness=Liveness(1, 3, 2), poll_s=0.1)).run()
+    raise SystemExit(code)
+
+
+def test_racing_workers_never_overshoot_the_target(engine: sa.Engine, initialised_db: str) -> None:
+    make_dataset(initialised_db)
+    create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1,), trials=7)
+    context = multiprocessing.get_context("fork")
+    start_at = time.time() + 1.5
+    procs = [context.Process(target=race_worker, args=(initialised_db, f"r{i}", start_at)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * 8
+    assert state_counts(engine) == {("syn-a25-thr1pct-100K-h1", "COMPLETE"): 7}
+    assert_targets_met_exactly(engine)
+
+
+def running_trial(engine: sa.Engine) -> dict | None:
+    """The RUNNING trial, once it is under way (provenance attributes and sampled params written)."""
+    found = rows(
+        engine,
+        "SELECT t.trial_id, t.number FROM trials t WHERE t.state = 'RUNNING' "
+        "AND EXISTS (SELECT 1 FROM trial_user_attributes a WHERE a.trial_id = t.trial_id AND a.key = 'sampler_seed') "
+        "AND (SELECT count(*) FROM trial_params p WHERE p.trial_id = t.trial_id) >= 9",
+    )
+    return found[0] if found else None
+
+
+def test_sigkilled_worker_trial_is_failed_after_grace_and_rerun(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
+    make_dataset(initialised_db)
+    create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1,), trials=4)
+    victim = start_worker(initialised_db, "--synthetic", "60", "--worker-id", "victim", *FAST, log_dir=tmp_path)
+    wait_for(lambda: running_trial(engine) is not None, 60, "the victim to claim a trial")
+    lost = running_trial(engine)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = time.monotonic()
+
+    survivor = start_worker(initialised_db, "--synthetic", "0.2", "--worker-id", "survivor", *FAST, log_dir=tmp_path)
+    assert finish([survivor]) == [0]
+    assert time.monotonic() - killed_at >= 3  # not before the grace period
+
+    assert_targets_met_exactly(engine)
+    assert state_counts(engine) == {("syn-a25-thr1pct-100K-h1", "COMPLETE"): 4, ("syn-a25-thr1pct-100K-h1", "FAIL"): 1}
+    failed = rows(engine, "SELECT * FROM trial_records WHERE state = 'FAIL'")
+    assert [(f["trial_id"], f["worker"]) for f in failed] == [(lost["trial_id"], "victim")]
+    assert failed[0]["reason"].startswith("lost: no heartbeat for over 3 s")
+    storage = optuna.storages.RDBStorage(initialised_db)
+    study = optuna.load_study(study_name="syn-a25-thr1pct-100K-h1", storage=storage)
+    trials = study.get_trials()
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == lost["number"]]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
+    original = next(t for t in trials if t.number == lost["number"])
+    assert retry[0].params == original.params  # the same point, re-run
+    assert retry[0].user_attrs["worker"] == "survivor"
+
+
+def test_sigterm_exits_0_and_leaves_nothing_running(engine: sa.Engine, initialised_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.data_helpers import run_cli
+
+    make_dataset(initialised_db)
+    create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1,), trials=3)
+    worker = start_worker(initialised_db, "--synthetic", "60", "--worker-id", "stopped", *FAST, log_dir=tmp_path)
+    wait_for(lambda: running_trial(engine) is not None, 60, "the worker to claim a trial")
+    stopped = running_trial(engine)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+
+    assert running_trial(engine) is None
+    record = rows(engine, "SELECT state, reason, worker FROM trial_records WHERE trial_id = :id", id=stopped["trial_id"])
+    assert record == [{"state": "FAIL", "reason": "worker stopped", "worker": "stopped"}]
+    retries = rows(
+        engine,
+        "SELECT t.state::text AS state FROM trials t JOIN trial_system_attributes a ON a.trial_id = t.trial_id "
+        "WHERE a.key = 'failed_trial' AND a.value_json = :n",
+        n=str(stopped["number"]),
+    )
+    assert retries == [{"state": "WAITING"}]  # queued for the next worker, same params
+    code, out, _ = run_cli(capsys, "--database-url", initialised_db, "reap", "--grace-period", "3")
+    assert code == 0 and out.startswith("reaped 0 lost trial(s) in 1 studies")
+
+
+def test_workers_survive_terminated_connections(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
+    make_dataset(initialised_db)
+    create(initialised_db, preset="smoke", trials=4)
+    procs = [start_worker(initialised_db, "--synthetic", "0.3", "--worker-id", f"w{i}", *FAST, log_dir=tmp_path) for i in range(2)]
+    database = engine.url.database
+    killer = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+    terminated = 0
+    wait_for(lambda: (scalar(engine, "SELECT count(*) FROM trials WHERE state <> 'WAITING'") or 0) > 0, 60, "the first claim")
+    try:
+        while any(p.poll() is None for p in procs) and terminated < 40:
+            with killer.connect() as conn:
+                terminated += conn.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": database},
+                ).scalar()
+            time.sleep(0.7)
+    finally:
+        killer.dispose()
+    engine.dispose()  # its pooled connections were terminated too
+    assert terminated >= 4  # the workers really lost connections, several times
+    assert finish(procs, timeout=180) == [0, 0]
+    assert_targets_met_exactly(engine)
+    assert {state for _, state in state_counts(engine)} <= {"COMPLETE", "FAIL"}
+
+
+def test_reconnect_gives_up_after_its_budget() -> None:
+    calls = []
+    slept = []
+
+    def down() -> None:
+        calls.append(1)
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    with pytest.raises(DatabaseUnavailable, match="database unreachable for over 2 s while trying to claim"):
+        with_reconnect(down, "claim a trial", budget_s=2, sleep=slept.append)
+    assert len(calls) >= 2 and slept[:3] == [0.5, 1.0, 2.0][: len(slept[:3])]
+    with pytest.raises(ZeroDivisionError):  # anything else is not retried
+        with_reconnect(lambda: 1 / 0, "divide", budget_s=2, sleep=slept.append)
+
+
+def test_dataset_hash_mismatch_is_refused(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
+    make_dataset(initialised_db)
+    create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1,), trials=2)
+    with engine.begin() as conn:  # as if the study had been created on other data under the same version
+        conn.execute(sa.text("UPDATE study_specs SET spec = jsonb_set(spec, '{dataset,sha256}', '\"0000\"')"))
+    worker = start_worker(initialised_db, "--device", "cpu", "--max-trials", "1", *FAST, log_dir=tmp_path)
+    assert finish([worker]) == [0]
+    record = rows(engine, "SELECT state, reason FROM trial_records")
+    assert len(record) == 1 and record[0]["state"] == "FAIL"
+    assert "but the study was created on 0000" in record[0]["reason"]
+    assert scalar(engine, "SELECT count(*) FROM trial_epochs") == 0  # nothing trained
+
+
+def fake_gpus(n: int) -> list[leases.Gpu]:
+    return [leases.Gpu(key=f"GPU-fake-{i}", index=i, name="Fake GPU", visible_id=f"GPU-fake-{i}") for i in range(n)]
+
+
+def test_gpu_leases_one_worker_per_device(engine: sa.Engine) -> None:
+    gpus = fake_gpus(2)
+    a = leases.acquire(engine, gpus, "a", share=1, ttl_s=60)
+    b = leases.acquire(engine, gpus, "b", share=1, ttl_s=60)
+    assert a and b and {a.gpu.index, b.gpu.index} == {0, 1}
+    assert leases.acquire(engine, gpus, "c", share=1, ttl_s=60) is None  # all taken
+    assert leases.refresh(engine, a, ttl_s=60)
+    leases.release(engine, a)
+    c = leases.acquire(engine, gpus, "c", share=1, ttl_s=60)
+    assert c is not None and c.gpu == a.gpu
+
+
+def test_gpu_leases_expire_and_can_be_shared(engine: sa.Engine) -> None:
+    gpus = fake_gpus(2)
+    short = leases.acquire(engine, gpus, "short", share=1, ttl_s=1)
+    assert short is not None
+    leases.acquire(engine, gpus, "other", share=1, ttl_s=60)
+    time.sleep(1.5)  # "short" stopped refreshing: its lease expired
+    taker = leases.acquire(engine, gpus, "taker", share=1, ttl_s=60)
+    assert taker is not None and taker.gpu == short.gpu
+    assert not leases.refresh(engine, short, ttl_s=60)  # the old holder learns it lost the device
+
+    with engine.begin() as conn:
+        conn.execute(leases.device_leases.delete())
+    shared = [leases.acquire(engine, gpus, f"s{i}", share=2, ttl_s=60) for i in range(5)]
+    assert [s.gpu.index for s in shared[:4] if s] == [0, 1, 0, 1]  # least-loaded device first
+    assert shared[4] is None
+
+
+def test_worker_errors_are_one_line(initialised_db: str, tmp_path: Path) -> None:
+    worker = start_worker(initialised_db, log_dir=tmp_path)
+    assert finish([worker]) == [2]
+    log = next(tmp_path.glob("worker-*.log")).read_text()
+    assert log.strip().splitlines() == ["error: no study at all: create them with `coordinator create-studies`"]
+    (tmp_path / "bad").mkdir()
+    bad = start_worker("postgresql://postgres@127.0.0.1:1/nothing", log_dir=tmp_path / "bad")
+    assert finish([bad]) == [2]
+    assert "cannot reach the database" in next((tmp_path / "bad").glob("worker-*.log")).read_text()
