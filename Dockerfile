@@ -26,11 +26,13 @@ RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyprojec
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
+# The project itself as a wheel, outside the venv: a code change then leaves the venv layers (GBs)
+# cached in both stages, and only this small wheel is rebuilt and installed.
 COPY README.md /src/
 COPY sql /src/sql
 COPY coordinator /src/coordinator
 COPY worker /src/worker
-RUN pip install --no-deps /src && python3 -c "import coordinator.cli, worker, torch"
+RUN pip wheel --no-deps --wheel-dir /dist /src
 
 # --- final: the venv on a clean base, run as a non-root user -------------------------------------
 FROM ${BASE_IMAGE}
@@ -42,7 +44,12 @@ RUN apt-get update \
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SCALESWEEP_HOME=/home/scalesweep/.scalesweep
+COPY --from=build /dist /tmp/dist
+RUN pip install --no-cache-dir --no-deps --no-index /tmp/dist/*.whl \
+    && rm -rf /tmp/dist \
+    && python3 -c "import coordinator.cli, worker, torch"
 USER scalesweep
 WORKDIR /home/scalesweep
 CMD ["coordinator", "--help"]

@@ -12,6 +12,10 @@
 #   5. checks through the SQL views: targets met exactly, nothing RUNNING or WAITING, 4 distinct
 #      workers, the killed worker's trial failed and re-run; then everything is torn down.
 #
+# Usage: scripts/e2e_compose.sh [--synthetic SECONDS]
+#   --synthetic S: workers sleep S seconds per trial instead of training (same claim, heartbeat, tell
+#   and record path): the container and coordination checks in minutes instead of real CPU training.
+#
 # Needs root (apt-get, dockerd). Images are kept between runs (the next run skips the builds);
 # containers, the volume and a dockerd this script started are removed on exit, pass or fail.
 set -euo pipefail
@@ -30,6 +34,13 @@ WORK="$(mktemp -d /tmp/scalesweep-e2e.XXXXXX)"
 COORDINATOR="$REPO/.venv/bin/coordinator"
 export DOCKER_BUILDKIT=0          # the classic builder: no buildx plugin needed, honours --network host
 export DATA_DIR="$SHARED_DATA"    # mounted read-only at /data in the coordinator container
+
+export WORKER_EXTRA_ARGS=""
+case "${1:-}" in
+    --synthetic) WORKER_EXTRA_ARGS="--synthetic ${2:?--synthetic needs SECONDS}" ;;
+    "") ;;
+    *) echo "usage: $0 [--synthetic SECONDS]" >&2; exit 2 ;;
+esac
 
 DOCKERD_PID=""
 COPIED_WHEEL=""
@@ -50,7 +61,7 @@ cleanup() {
         compose logs --no-color --tail 20 worker 2>/dev/null
     fi
     if docker info >/dev/null 2>&1; then
-        log "tearing down (containers, network-less project, volume)"
+        log "tearing down (containers, volume)"
         compose --profile tools down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1
     fi
     [ -n "$COPIED_WHEEL" ] && rm -f "$COPIED_WHEEL"
@@ -62,6 +73,8 @@ cleanup() {
     if [ "$rc" -eq 0 ]; then log "PASSED; wall time ${SECONDS}s"; else log "FAILED (exit $rc); wall time ${SECONDS}s"; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 ensure_docker() {
     if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
@@ -182,7 +195,7 @@ STUDIES="$(sql "SELECT count(*) FROM study_progress")"
 TARGET="$(sql "SELECT sum(target_trials) FROM study_progress")"
 [ "$STUDIES" -gt 0 ] || fail "create-studies made no study"
 
-log "cluster scale $WORKERS"
+log "cluster scale $WORKERS (trials: ${WORKER_EXTRA_ARGS:-real CPU training})"
 cluster scale "$WORKERS"
 wait_for "every worker to claim a trial" \
     "SELECT count(DISTINCT worker) = $WORKERS FROM trial_results WHERE worker IS NOT NULL"
