@@ -269,3 +269,33 @@ def test_worker_errors_are_one_line(initialised_db: str, tmp_path: Path) -> None
     bad = start_worker("postgresql://postgres@127.0.0.1:1/nothing", log_dir=tmp_path / "bad")
     assert finish([bad]) == [2]
     assert "cannot reach the database" in next((tmp_path / "bad").glob("worker-*.log")).read_text()
+
+
+def test_claims_go_to_the_study_furthest_behind_and_stop_at_the_target(engine: sa.Engine, initialised_db: str) -> None:
+    from coordinator import trials as lifecycle
+
+    make_dataset(initialised_db)
+    create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1, 5), trials=3)
+    storage = lifecycle.open_storage(initialised_db, Liveness(1, 3, 2))
+    try:
+        entries = lifecycle.load_studies(storage.engine)
+        h1, h5 = entries
+        attrs = {"worker": "test"}
+        first = lifecycle.claim_in(storage, h1, attrs)
+        assert first is not None
+        chosen = [lifecycle.claim_next(storage, entries, attrs) for _ in range(5)]
+        # h5 is behind (0 of 3 vs 1 of 3), then they alternate; ties go by name.
+        assert [c.entry.name if c else None for c in chosen] == [h5.name, h1.name, h5.name, h1.name, h5.name]
+        assert lifecycle.claim_next(storage, entries, attrs) is None  # 3 + 3 claimed: no slot left
+        with storage.engine.connect() as conn:
+            progress = lifecycle.read_progress(conn, entries)
+        assert [(p.running, p.slots, p.done) for p in progress.values()] == [(3, 3, False), (3, 3, False)]
+        for claim in [first, *chosen]:
+            assert claim is not None
+            claim.study.tell(claim.trial, 0.5)
+        with storage.engine.connect() as conn:
+            assert all(p.done and p.finished == 3 for p in lifecycle.read_progress(conn, entries).values())
+        seeds = {c.sampler_seed for c in [first, *chosen] if c}
+        assert len(seeds) == 3  # per study the claims differ; the two studies share the seed sequence
+    finally:
+        storage.engine.dispose()
