@@ -4,16 +4,19 @@
     .venv/bin/python bench/coordination.py --full     # 1, 8, 32, 64 workers; 1k, 10k, 100k stored
     .venv/bin/python bench/coordination.py --full --private-server   # 64 workers need ~200 connections
 
-Every scenario gets a fresh database (cloned from a template holding a synthetic dataset and the
-default 12-study matrix with an unreachable target), optionally N finished trials of other studies
-already stored (bench/views.py `prefill`), then N real `worker --synthetic S` processes. Once every
-worker has finished a trial (start-up excluded), it measures a fixed window, SIGTERMs the fleet and
-drops the database. Reported per scenario:
+For each synthetic trial length S (0 s: pure coordination; 1 s: fleet efficiency) the bench clones
+a fresh database from a template (synthetic dataset, the default 12-study matrix with an
+unreachable target), then grows ONE fleet of real `worker --synthetic S` processes through the
+fleet sizes (starting only the new workers each time: 64 Python processes take minutes to start on
+2 cores), waits until every new worker has finished a trial (start-up is excluded), and measures a
+fixed window. Then it shrinks the fleet to 8 and adds finished trials of other studies (bench/views.py
+`prefill`, plain SQL) level by level, measuring a window at each. Each row of the table is a window:
 
 - trials/s: trials finished inside the window / window length;
 - ask+tell p50/p95/p99 (ms): per worker, the time between the starts of consecutive trials minus
   the synthetic sleep, i.e. everything a trial costs besides its own work (reap check, fair-share
-  read, claim lock, Optuna ask with the TPE sampler, attributes, heartbeat, epoch row, record, tell);
+  read, claim lock, Optuna ask and suggest with the TPE sampler, attributes, heartbeat, epoch row,
+  record, tell);
   claim p95 is the part from the previous tell to the next ask;
 - connections: the most backends on the scenario's database at any sample (every 0.25 s);
 - efficiency (S > 0 only): achieved trials/s / ideal (workers / S).
@@ -36,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +74,9 @@ class Result:
     overhead_ms: list[float]  # per trial: cycle minus sleep (ask+tell and everything around them)
     claim_ms: list[float]  # per trial: previous tell -> this ask
     max_connections: int
-    warm_workers: int
     live_trials: int  # trials in the live studies at the end (the TPE sampler reads its own study's)
     note: str = ""
+    load: float = 0.0  # 1-minute load average at the end of the window (the box is shared)
 
     @property
     def efficiency(self) -> float | None:
@@ -142,7 +145,7 @@ def template_database(admin_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def scenario_database(admin_url: str, template: str, stored: int) -> Iterator[tuple[str, str]]:
+def scenario_database(admin_url: str, template: str) -> Iterator[tuple[str, str]]:
     name = f"bench_coord_{uuid.uuid4().hex[:8]}"
     engine = admin_engine(admin_url)
     with engine.connect() as conn:
@@ -150,8 +153,6 @@ def scenario_database(admin_url: str, template: str, stored: int) -> Iterator[tu
     engine.dispose()
     url = database_url(admin_url, name)
     try:
-        if stored:
-            prefill(url, stored, n_studies=max(1, stored // 1000))
         yield name, url
     finally:
         drop_database(admin_url, name)
@@ -180,11 +181,11 @@ def private_server(max_connections: int) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# One scenario
+# A fleet, measured window by window
 
 
 class ConnectionSampler:
-    """Samples pg_stat_activity for one database in the background; keeps the maximum."""
+    """Samples pg_stat_activity for one database in the background; `reset()` starts a new maximum."""
 
     def __init__(self, admin_url: str, database: str) -> None:
         self.engine = admin_engine(admin_url)
@@ -199,6 +200,9 @@ class ConnectionSampler:
                 n = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"), {"d": self.database}).scalar()
                 self.maximum = max(self.maximum, int(n or 0))
 
+    def reset(self) -> None:
+        self.maximum = 0
+
     def __enter__(self) -> ConnectionSampler:
         self.thread.start()
         return self
@@ -207,35 +211,6 @@ class ConnectionSampler:
         self.stop.set()
         self.thread.join(timeout=5)
         self.engine.dispose()
-
-
-def start_workers(url: str, n: int, sleep_s: float, log_dir: Path) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", db.ENV_URL: url}
-    procs = []
-    for i in range(n):
-        log = open(log_dir / f"worker-{i:02d}.log", "wb")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "--database-url", url, "--studies", STUDY_GLOB,
-                 "--synthetic", str(sleep_s), "--worker-id", f"bench-{i:02d}", "--device", "cpu"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
-            )
-        )
-    return procs
-
-
-def stop_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float = 30) -> list[int | None]:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    return [p.returncode for p in procs]
 
 
 FINISHED_SQL = sa.text(
@@ -250,66 +225,112 @@ FINISHED_SQL = sa.text(
 )
 
 
-def warm_workers(engine: sa.Engine, since: dt.datetime) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(
-            sa.text("SELECT count(DISTINCT r.worker) FROM trial_records r JOIN trials t ON t.trial_id = r.trial_id "
-                    "WHERE t.datetime_complete >= :since"), {"since": since}).scalar() or 0)
+class Fleet:
+    """Worker processes on one database: grow it, shrink it, measure a window."""
 
+    def __init__(self, admin_url: str, name: str, url: str, sleep_s: float) -> None:
+        self.admin_url, self.name, self.url, self.sleep_s = admin_url, name, url, sleep_s
+        self.engine = db.make_engine(url)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.exit_codes: list[int | None] = []
+        self.log_dir = Path(tempfile.mkdtemp(prefix="bench_workers_"))
+        self.sampler = ConnectionSampler(admin_url, name)
+        self.sampler.__enter__()
 
-def run_scenario(admin_url: str, template: str, scenario: Scenario, window_s: float, warmup_limit_s: float) -> Result:
-    with scenario_database(admin_url, template, scenario.stored) as (name, url):
-        engine = db.make_engine(url)
-        log_dir = Path(tempfile.mkdtemp(prefix="bench_workers_"))
-        # Optuna stamps trials with the workers' local wall clock: measure on the same clock.
-        launched = dt.datetime.now()
-        with ConnectionSampler(admin_url, name) as sampler:
-            procs = start_workers(url, scenario.workers, scenario.sleep_s, log_dir)
+    def close(self) -> None:
+        self.resize(0)
+        self.sampler.__exit__()
+        self.engine.dispose()
+
+    def resize(self, n: int, warmup_limit_s: float = 0) -> str:
+        """Start or SIGTERM workers until n run; wait (bounded) until every new one finished a trial."""
+        ids = sorted(self.procs)
+        for worker_id in ids[n:]:
+            self.procs[worker_id].send_signal(signal.SIGTERM)
+        for worker_id in ids[n:]:
+            proc = self.procs.pop(worker_id)
             try:
-                deadline = time.monotonic() + warmup_limit_s
-                warm = 0
-                while time.monotonic() < deadline and any(p.poll() is None for p in procs):
-                    warm = warm_workers(engine, launched)
-                    if warm >= scenario.workers:
-                        break
-                    time.sleep(0.5)
-                t0 = dt.datetime.now()
-                time.sleep(window_s)
-                t1 = dt.datetime.now()
-            finally:
-                codes = stop_workers(procs)
-        with engine.connect() as conn:
-            finished = list(conn.execute(FINISHED_SQL, {"since": launched}))
-            live = int(conn.execute(sa.text("SELECT count(*) FROM trials t JOIN studies s USING (study_id) WHERE s.study_name LIKE 'syn-%'")).scalar() or 0)
-        engine.dispose()
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self.exit_codes.append(proc.returncode)
+        # Optuna stamps trials with the workers' local wall clock: measure on the same clock.
+        since = dt.datetime.now()
+        new = [f"bench-{i:02d}" for i in range(len(self.procs), n)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for worker_id in new:
+            log = open(self.log_dir / f"{worker_id}.log", "ab")
+            self.procs[worker_id] = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "--database-url", self.url, "--studies", STUDY_GLOB,
+                 "--synthetic", str(self.sleep_s), "--worker-id", worker_id, "--device", "cpu"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+            )
+        deadline = time.monotonic() + warmup_limit_s
+        waiting = set(new)
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with self.engine.connect() as conn:
+                done = conn.execute(
+                    sa.text("SELECT DISTINCT r.worker FROM trial_records r JOIN trials t ON t.trial_id = r.trial_id "
+                            "WHERE t.datetime_complete >= :since AND r.worker = ANY(:ids)"),
+                    {"since": since, "ids": list(waiting)},
+                ).scalars()
+                waiting -= set(done)
+        dead = [w for w, p in self.procs.items() if p.poll() is not None]
+        notes = []
+        if waiting:
+            notes.append(f"{len(waiting)}/{n} not warm after {warmup_limit_s:.0f} s")
+        if dead:
+            notes.append(f"{len(dead)} workers died (logs in {self.log_dir})")
+        return "; ".join(notes)
 
-    in_window = [r for r in finished if t0 <= r.completed <= t1]
-    overhead, claim = [], []
-    for previous, current in zip(finished, finished[1:]):
-        if previous.worker != current.worker or not (t0 <= current.started <= t1):
-            continue
-        cycle = (current.started - previous.started).total_seconds()
-        overhead.append(1000 * (cycle - scenario.sleep_s))
-        claim.append(1000 * (current.started - previous.completed).total_seconds())
-    bad = [c for c in codes if c not in (0, -signal.SIGTERM)]
-    note = "" if warm >= scenario.workers else f"only {warm}/{scenario.workers} warm in {warmup_limit_s:.0f} s"
-    if bad:
-        note = (note + "; " if note else "") + f"{len(bad)} workers exited {sorted(set(bad))} (logs in {log_dir})"
-    window = (t1 - t0).total_seconds()
-    return Result(scenario, window, len(in_window), len(in_window) / window, overhead, claim, sampler.maximum, warm, live, note)
+    def measure(self, scenario: Scenario, window_s: float, note: str) -> Result:
+        self.sampler.reset()
+        t0 = dt.datetime.now()
+        time.sleep(window_s)
+        t1 = dt.datetime.now()
+        connections = self.sampler.maximum
+        with self.engine.connect() as conn:
+            finished = list(conn.execute(FINISHED_SQL, {"since": t0 - dt.timedelta(seconds=60)}))
+            live = int(conn.execute(sa.text(
+                "SELECT count(*) FROM trials t JOIN studies s USING (study_id) WHERE s.study_name LIKE 'syn-%'")).scalar() or 0)
+        in_window = [r for r in finished if t0 <= r.completed <= t1]
+        overhead, claim = [], []
+        for previous, current in zip(finished, finished[1:]):
+            if previous.worker != current.worker or not (t0 <= current.started <= t1):
+                continue
+            overhead.append(1000 * ((current.started - previous.started).total_seconds() - self.sleep_s))
+            claim.append(1000 * (current.started - previous.completed).total_seconds())
+        window = (t1 - t0).total_seconds()
+        return Result(scenario, window, len(in_window), len(in_window) / window, overhead, claim, connections, live, note,
+                      os.getloadavg()[0])
+
+
+def run_fleet(admin_url: str, template: str, sleep_s: float, fleet_sizes: list[int], stored_levels: list[int],
+              stored_workers: int, window_s: float, warmup_limit_s: float, report: Callable[[Result], None]) -> None:
+    """Grow one fleet through the sizes (nothing stored), then at `stored_workers` add stored trials level by level."""
+    with scenario_database(admin_url, template) as (name, url):
+        fleet = Fleet(admin_url, name, url, sleep_s)
+        try:
+            for n in fleet_sizes:
+                note = fleet.resize(n, warmup_limit_s)
+                report(fleet.measure(Scenario(n, sleep_s, 0), window_s, note))
+            note = fleet.resize(stored_workers, warmup_limit_s)
+            stored = 0
+            for level in stored_levels:
+                prefill(url, level - stored, n_studies=max(1, (level - stored) // 1000), prefix=f"history-{level}")
+                stored = level
+                report(fleet.measure(Scenario(stored_workers, sleep_s, stored), window_s, note))
+        finally:
+            fleet.close()
+        bad = [c for c in fleet.exit_codes if c not in (0, -signal.SIGTERM)]
+        if bad:
+            print(f"# warning: {len(bad)} workers exited with {sorted(set(bad))}; logs in {fleet.log_dir}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
 # The whole run
-
-
-def plan(full: bool, workers: list[int] | None, stored: list[int] | None) -> list[Scenario]:
-    fleet = workers or ([1, 8, 32, 64] if full else [1, 8])
-    history = stored or ([1_000, 10_000, 100_000] if full else [1_000, 10_000])
-    scenarios = [Scenario(n, s, 0) for s in (0.0, 1.0) for n in fleet]
-    # Stored trials matter most where the database is the bottleneck: no-op trials; 1 s for efficiency.
-    scenarios += [Scenario(8, s, n) for s in (0.0, 1.0) for n in history]
-    return scenarios
 
 
 def fmt(x: float | None, digits: int = 0) -> str:
@@ -318,7 +339,7 @@ def fmt(x: float | None, digits: int = 0) -> str:
 
 def print_table(results: list[Result]) -> None:
     header = (f"| workers | trial s | stored | trials/s | ask+tell p50 / p95 / p99 ms | claim p95 ms | connections |"
-              f" efficiency | window trials | live trials | note |")
+              f" efficiency | window trials | live trials | load | note |")
     print(header)
     print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
     for r in results:
@@ -326,7 +347,7 @@ def print_table(results: list[Result]) -> None:
         eff = "-" if r.efficiency is None else f"{100 * r.efficiency:.0f}%"
         lat = " / ".join(fmt(percentile(r.overhead_ms, q)) for q in (50, 95, 99))
         print(f"| {s.workers} | {s.sleep_s:g} | {s.stored} | {r.trials_per_s:.1f} | {lat} | {fmt(percentile(r.claim_ms, 95))} |"
-              f" {r.max_connections} | {eff} | {r.trials} | {r.live_trials} | {r.note} |", flush=True)
+              f" {r.max_connections} | {eff} | {r.trials} | {r.live_trials} | {r.load:.1f} | {r.note} |", flush=True)
 
 
 def main() -> None:
@@ -334,16 +355,19 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="1 and 8 workers, 1k/10k stored (default; a few minutes)")
     size.add_argument("--full", action="store_true", help="1, 8, 32, 64 workers; 1k, 10k, 100k stored")
-    parser.add_argument("--workers", type=lambda t: [int(x) for x in t.split(",")], help="override fleet sizes, e.g. 1,8")
-    parser.add_argument("--stored", type=lambda t: [int(x) for x in t.split(",")], help="override stored trials, e.g. 1000")
-    parser.add_argument("--window", type=float, help="measured seconds per scenario (default 10 quick, 20 full)")
-    parser.add_argument("--warmup-limit", type=float, default=240, help="most seconds to wait for every worker to start")
+    parser.add_argument("--workers", type=int_list, help="override the fleet sizes, e.g. 1,8")
+    parser.add_argument("--stored", type=int_list, help="override the stored-trial levels, e.g. 1000,10000")
+    parser.add_argument("--stored-workers", type=int, default=8, help="fleet size for the stored-trial windows")
+    parser.add_argument("--sleeps", type=float_list, default=[0.0, 1.0], help="synthetic trial seconds (default 0,1)")
+    parser.add_argument("--window", type=float, help="measured seconds per row (default 10 quick, 20 full)")
+    parser.add_argument("--warmup-limit", type=float, default=180, help="most seconds to wait for new workers to start")
     parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
     parser.add_argument("--private-server", action="store_true",
-                        help="run on an embedded PostgreSQL of our own with max_connections=400 (for 32-64 workers)")
+                        help="an embedded PostgreSQL of our own with max_connections=400 (64 workers need ~200)")
     args = parser.parse_args()
     window = args.window or (20.0 if args.full else 10.0)
-    scenarios = plan(args.full, args.workers, args.stored)
+    fleet_sizes = args.workers or ([1, 8, 32, 64] if args.full else [1, 8])
+    stored_levels = args.stored or ([1_000, 10_000, 100_000] if args.full else [1_000, 10_000])
 
     with contextlib.ExitStack() as stack:
         admin_url = db.normalise_url(args.admin_url)
@@ -351,21 +375,33 @@ def main() -> None:
             admin_url = stack.enter_context(private_server(400))
         with admin_engine(admin_url).connect() as conn:
             limit = conn.execute(sa.text("SHOW max_connections")).scalar()
-        print(f"# {len(scenarios)} scenarios, {window:.0f} s windows, server max_connections={limit}, "
-              f"{os.cpu_count()} CPUs, {dt.datetime.now():%Y-%m-%d %H:%M}", flush=True)
+        print(f"# fleets {fleet_sizes}, then {args.stored_workers} workers at {stored_levels} stored trials; trials of "
+              f"{args.sleeps} s; {window:.0f} s windows; max_connections={limit}; {os.cpu_count()} CPUs; "
+              f"{dt.datetime.now():%Y-%m-%d %H:%M}", flush=True)
         started = time.monotonic()
         template = stack.enter_context(template_database(admin_url))
-        print(f"# template ready in {time.monotonic() - started:.0f} s (dataset + 12 studies)", flush=True)
-        results = []
-        for scenario in scenarios:
-            begun = time.monotonic()
-            results.append(run_scenario(admin_url, template, scenario, window, args.warmup_limit))
-            r = results[-1]
-            print(f"# {scenario}: {r.trials_per_s:.1f} trials/s, p95 {fmt(percentile(r.overhead_ms, 95))} ms, "
-                  f"{r.max_connections} connections ({time.monotonic() - begun:.0f} s)", flush=True)
+        print(f"# template ready in {time.monotonic() - started:.0f} s (synthetic dataset + 12 studies)", flush=True)
+        results: list[Result] = []
+
+        def report(r: Result) -> None:
+            results.append(r)
+            print(f"# {r.scenario}: {r.trials_per_s:.1f} trials/s, p95 {fmt(percentile(r.overhead_ms, 95))} ms, "
+                  f"{r.max_connections} connections, at {time.monotonic() - started:.0f} s", flush=True)
+
+        for sleep_s in args.sleeps:
+            run_fleet(admin_url, template, sleep_s, fleet_sizes, stored_levels, args.stored_workers, window,
+                      args.warmup_limit, report)
         print()
         print_table(results)
         print(f"\n# total {time.monotonic() - started:.0f} s")
+
+
+def int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
+def float_list(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
 
 
 if __name__ == "__main__":
