@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import datetime as dt
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -178,6 +179,7 @@ def private_server(max_connections: int) -> Iterator[str]:
         )
     finally:
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------
