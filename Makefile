@@ -40,5 +40,16 @@ test-slow: venv
 e2e-compose: venv
 	SHARED_DATA=$(SHARED_DATA) scripts/e2e_compose.sh
 
+# The service's benchmarks on the local PostgreSQL (127.0.0.1:5432; BENCH_ADMIN_URL to change it):
+# SQL views at 100k trials, then the worker fleet (--quick). `bench-full`: 1-64 workers, 100k stored.
+.PHONY: bench-service bench-full
+bench-service: venv
+	$(PY) bench/views.py
+	$(PY) bench/coordination.py --quick
+
+bench-full: venv
+	$(PY) bench/views.py
+	$(PY) bench/coordination.py --full --private-server
+
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
