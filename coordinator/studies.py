@@ -46,13 +46,14 @@ class Preset:
     trials: int
     space: str  # coordinator.search_space preset: grid and training schedule
     pruner: PrunerSpec
+    max_layers: int | None = None  # cap on depth (CPU: a 48-layer 100K model trains for minutes)
 
 
 PRESETS: dict[str, Preset] = {
     # The real matrix: 4 budgets x 3 horizons = 12 studies of 50 trials.
     "default": Preset(("2M", "20M", "200M", "2B"), (1, 3, 5), 50, "reference", PrunerSpec("median")),
     # Sub-million budgets, 3-epoch schedule, 3 trials each: the whole service end to end on 2 CPU cores.
-    "smoke": Preset(("100K", "300K"), (1, 5), 3, "cpu-small", PrunerSpec("median")),
+    "smoke": Preset(("100K", "300K"), (1, 5), 3, "cpu-small", PrunerSpec("median"), max_layers=8),
 }
 
 
@@ -84,13 +85,7 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
     from coordinator.data.registry import load_dataset
     from coordinator.data.samples import make_samples
     from coordinator.data.splits import default_splits
-    from coordinator.search_space import (
-        budget_label,
-        default_search_space,
-        extreme_params,
-        feasible_architectures,
-        parse_budget,
-    )
+    from coordinator.search_space import budget_label, extreme_params, feasible_architectures, parse_budget
     from coordinator.version import code_version
 
     if request.preset not in PRESETS:
@@ -117,7 +112,7 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
     dataset = load_dataset(engine, name, version)
     splits = default_splits(dataset.frame.index)
     samples = {h: make_samples(dataset, h, splits, context=CONTEXT, threshold=THRESHOLD) for h in horizons}
-    spaces = {b: default_search_space(b, len(dataset.input_columns), preset=preset.space, context=CONTEXT) for b in budgets}
+    spaces = {b: search_space(b, len(dataset.input_columns), preset) for b in budgets}
 
     plans = []
     for budget in budgets:
@@ -149,6 +144,18 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
                 )
             )
     return check_existing(engine, plans)
+
+
+def search_space(budget: int, n_features: int, preset: Preset) -> Any:
+    """The preset's search space for one budget; UserError when no architecture fits it."""
+    from coordinator.search_space import budget_label, default_search_space, feasible_architectures
+
+    space = default_search_space(budget, n_features, preset=preset.space, context=CONTEXT)
+    if preset.max_layers is not None:
+        space = dataclasses.replace(space, n_layers=tuple(n for n in space.n_layers if n <= preset.max_layers))
+        if not feasible_architectures(space):
+            raise UserError(f"no architecture of at most {preset.max_layers} layers fits {budget_label(budget)} ±{space.tolerance:.0%}")
+    return space
 
 
 def unique(values: Any) -> tuple:

@@ -16,6 +16,8 @@ import datetime
 import os
 import socket
 import subprocess
+import sys
+from pathlib import Path
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -134,7 +136,8 @@ def visible_gpus() -> list[Gpu]:
     """
     gpus = nvidia_smi_gpus()
     if gpus is None:
-        gpus = torch_counted_gpus()
+        # No nvidia-smi: without NVIDIA device nodes there is nothing to count (and no torch start-up to pay).
+        gpus = torch_counted_gpus() if Path("/dev/nvidia0").exists() else []
     restrict = os.environ.get("CUDA_VISIBLE_DEVICES")
     if restrict is None:
         return gpus
@@ -163,8 +166,6 @@ def nvidia_smi_gpus() -> list[Gpu] | None:
 
 
 def torch_counted_gpus() -> list[Gpu]:
-    import sys
-
     try:
         out = subprocess.run(
             [sys.executable, "-c", "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"],
