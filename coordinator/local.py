@@ -33,7 +33,8 @@ SPY_CANDIDATES = (Path("../shared/data/SPY.csv"), Path(__file__).resolve().paren
 SYNTHETIC_SYMBOL = "SYNTH"
 SYNTHETIC_DAYS = 4000  # ~16 years of business days: enough validation samples for the split gates
 
-console = Console(stderr=True)
+# Progress and messages go to stderr; wide tables are not squeezed to 80 columns when it is a file.
+console = Console(stderr=True) if Console(stderr=True).is_terminal else Console(stderr=True, width=160)
 
 
 def local_command(
@@ -165,5 +166,7 @@ def show_results(engine: sa.Engine, names: list[str], report_dir: Path) -> None:
     from coordinator import reports
 
     board = [r for r in reports.leaderboard(engine) if r["study_name"] in names]
-    Console(width=max(Console().width, 140)).print(reports.leaderboard_table(board))
+    table = reports.leaderboard_table(board)
+    table.columns[0].no_wrap = True  # the study name is the key: never truncate it
+    Console(width=max(Console().width, 160)).print(table)
     console.print(f"[bold]report[/] {reports.write_report(engine, report_dir).resolve()}")
