@@ -60,6 +60,8 @@ def test_compose_file_rules() -> None:
     assert worker["depends_on"]["db"]["condition"] == "service_healthy"
     (gpu,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+    assert set(worker["environment"]) == {"HPO_DATABASE_URL", "SCALESWEEP_GPU_SHARE", "NVIDIA_DRIVER_CAPABILITIES"}
+    assert "utility" in worker["environment"]["NVIDIA_DRIVER_CAPABILITIES"], "the GPU lease lists GPUs with nvidia-smi"
 
     assert services["dashboard"]["command"][-1].startswith("exec optuna-dashboard")
     assert services["coordinator"]["profiles"], "run-once: `up` must not start the coordinator"
