@@ -30,9 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from coordinator.data.registry import Dataset, compute_dataset_frame  # noqa: E402
+from coordinator.data.registry import dataset_from_file  # noqa: E402
 from coordinator.data.samples import Samples, make_samples  # noqa: E402
-from coordinator.data.series import read_bars  # noqa: E402
 from coordinator.data.splits import default_splits  # noqa: E402
 from coordinator.search_space import (  # noqa: E402
     Architecture,
@@ -54,9 +53,8 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, 
 
 
 def spy_samples(csv: Path, horizon: int) -> Samples:
-    frame, _ = compute_dataset_frame(read_bars(csv).frame, "a25", None)
-    dataset = Dataset("spy-a25", 0, "unregistered", frame, [str(c) for c in frame.columns])
-    return make_samples(dataset, horizon, default_splits(frame.index))
+    dataset = dataset_from_file(csv)
+    return make_samples(dataset, horizon, default_splits(dataset.frame.index))
 
 
 def representative(space: SearchSpace) -> Architecture:

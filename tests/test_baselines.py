@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from coordinator.baselines import MODELS, baselines, compute_baselines, has_baselines, last_day_features, store_baselines
 from coordinator.cli import app
 from coordinator.data import registry
-from coordinator.data.registry import Dataset, compute_dataset_frame
+from coordinator.data.registry import Dataset, dataset_from_file
 from coordinator.data.samples import Samples, make_samples
 from coordinator.data.series import read_bars
 from coordinator.data.splits import default_splits
@@ -27,8 +27,7 @@ TRIAL_METRIC_KEYS = {
 
 @pytest.fixture(scope="module")
 def spy() -> Dataset:
-    frame, _ = compute_dataset_frame(read_bars(SPY_CSV).frame, "a25", None)
-    return Dataset("spy-a25", 1, "sha-not-registered", frame, [str(c) for c in frame.columns])
+    return dataset_from_file(SPY_CSV)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,7 @@ def test_store_is_keyed_and_idempotent(engine: sa.Engine, spy: Dataset, spy_resu
         row = stored[(5, r["model"])]
         assert row["val_auc"] == r["val_auc"] and row["test_auc"] == r["test_auc"] and row["n_val"] == r["n_val"]
         assert row["metrics"]["val_brier"] == r["val_brier"]
-        assert (row["dataset_name"], row["dataset_version"], row["dataset_sha256"]) == ("spy-a25", 1, spy.sha256)
+        assert (row["dataset_name"], row["dataset_version"], row["dataset_sha256"]) == ("spy-a25", 0, spy.sha256)
 
 
 def test_baselines_command(engine: sa.Engine, initialised_db: str) -> None:

@@ -14,9 +14,8 @@ import numpy as np
 import optuna
 import pytest
 
-from coordinator.data.registry import Dataset, compute_dataset_frame
+from coordinator.data.registry import dataset_from_file
 from coordinator.data.samples import Samples, make_samples
-from coordinator.data.series import read_bars
 from coordinator.data.splits import default_splits
 from coordinator.search_space import Architecture, TrialConfig
 from tests.conftest import REPO, SPY_CSV
@@ -67,9 +66,8 @@ def planted_samples(n_days: int = 1800, n_features: int = 4, seed: int = 0) -> S
 
 def spy_samples(horizon: int) -> Samples:
     """Real SPY a25 samples with the default splits, built without a database."""
-    frame, _ = compute_dataset_frame(read_bars(SPY_CSV).frame, "a25", None)
-    dataset = Dataset("spy-a25", 0, "unregistered", frame, [str(c) for c in frame.columns])
-    return make_samples(dataset, horizon, default_splits(frame.index))
+    dataset = dataset_from_file(SPY_CSV)
+    return make_samples(dataset, horizon, default_splits(dataset.frame.index))
 
 
 def small_config(n_features: int = 4, **overrides: object) -> TrialConfig:

@@ -10,6 +10,7 @@ versions, and it is checked again on every load. A worker therefore needs only t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from coordinator.data import features
-from coordinator.data.series import Bars, content_sha256, from_parquet_bytes, to_parquet_bytes
+from coordinator.data.series import Bars, content_sha256, from_parquet_bytes, read_bars, to_parquet_bytes
 from coordinator.errors import UserError
 from coordinator.schema import metadata
 
@@ -176,6 +177,17 @@ def compute_dataset_frame(main: pd.DataFrame, tier: str, vix: pd.DataFrame | Non
     kept = full.iloc[first:][complete[first:]]
     info = {"warmup_rows_dropped": first, "gap_rows_dropped": int((~complete[first:]).sum())}
     return kept, info
+
+
+def dataset_from_file(path: str | Path, tier: str = "a25") -> Dataset:
+    """A dataset built straight from one bars file, never registered (benchmarks and tests).
+
+    Its sha256 is the real content hash, so it compares equal to the registered build of the same file.
+    """
+    bars = read_bars(Path(path))
+    frame, info = compute_dataset_frame(bars.frame, tier, None)
+    name = dataset_name(Path(path).stem, tier, with_vix=False)
+    return Dataset(name, 0, content_sha256(frame), frame, [str(c) for c in frame.columns], info)
 
 
 def build_dataset(engine: sa.Engine, symbol: str, vix: str | None = None, tier: str = "a25") -> tuple[Dataset, bool]:
