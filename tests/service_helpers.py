@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Short liveness settings so lost trials are noticed in seconds, not minutes.
 FAST = ["--heartbeat-interval", "1", "--grace-period", "3"]
+# For tests that lose no worker: a grace period no busy CI machine can starve a heartbeat thread of.
+CALM = ["--heartbeat-interval", "1", "--grace-period", "20"]
 
 
 def make_dataset(url: str, days: int = 2500, seed: int = 0, symbol: str = "SYN") -> str:

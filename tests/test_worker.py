@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from coordinator.search_space import SearchSpace
 from coordinator.trials import DatabaseUnavailable, Liveness, with_reconnect
-from tests.service_helpers import FAST, create, make_dataset, rows, scalar, start_worker, state_counts, wait_for
+from tests.service_helpers import CALM, FAST, create, make_dataset, rows, scalar, start_worker, state_counts, wait_for
 from worker import leases
 
 
@@ -51,34 +51,34 @@ def assert_targets_met_exactly(engine: sa.Engine) -> None:
 
 def test_three_workers_finish_a_matrix_exactly(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
     make_dataset(initialised_db)
-    create(initialised_db, preset="smoke", trials=5)  # 4 studies: 100K/300K x H1/H5
-    procs = [start_worker(initialised_db, "--synthetic", "0.2", "--worker-id", f"w{i}", *FAST, log_dir=tmp_path) for i in range(3)]
+    create(initialised_db, preset="smoke", trials=4)  # 4 studies: 100K/300K x H1/H5
+    procs = [start_worker(initialised_db, "--synthetic", "0.2", "--worker-id", f"w{i}", *CALM, log_dir=tmp_path) for i in range(3)]
     assert finish(procs) == [0, 0, 0]
 
     assert_targets_met_exactly(engine)
     counts = state_counts(engine)
-    assert sum(counts.values()) == 20 and all(state == "COMPLETE" for _, state in counts)
+    assert sum(counts.values()) == 16 and all(state == "COMPLETE" for _, state in counts)
     records = rows(engine, "SELECT r.*, s.spec FROM trial_records r JOIN study_specs s USING (study_name)")
-    assert len(records) == 20
+    assert len(records) == 16
     for r in records:
         space = SearchSpace.from_dict(r["spec"]["search_space"])
         assert space.within_budget(r["n_params"]), r  # budgets respected, with the real count
         assert r["val_auc"] is not None and r["d_model"] and r["n_layers"] and r["learning_rate"]
         assert r["worker"] in {"w0", "w1", "w2"} and r["host"] and r["device"] == "synthetic" and r["code_version"]
     assert {r["worker"] for r in records} == {"w0", "w1", "w2"}  # the work was shared
-    assert scalar(engine, "SELECT count(*) FROM trial_epochs") == 20
+    assert scalar(engine, "SELECT count(*) FROM trial_epochs") == 16
     # Every claim had its own sampler seed, recorded on the trial.
     seeds = rows(engine, "SELECT s.study_name, a.value_json FROM trial_user_attributes a JOIN trials t USING (trial_id) "
                          "JOIN studies s ON s.study_id = t.study_id WHERE a.key = 'sampler_seed'")
     per_study: dict[str, set] = {}
     for s in seeds:
         per_study.setdefault(s["study_name"], set()).add(s["value_json"])
-    assert all(len(v) == 5 for v in per_study.values()) and len(per_study) == 4
+    assert all(len(v) == 4 for v in per_study.values()) and len(per_study) == 4
     # Optuna's API tells the same story as the views.
     storage = optuna.storages.RDBStorage(initialised_db)
     for p in rows(engine, "SELECT * FROM study_progress"):
         study = optuna.load_study(study_name=p["study_name"], storage=storage)
-        assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == p["complete"] == 5
+        assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == p["complete"] == 4
         assert p["best_objective"] == pytest.approx(study.best_value)
 
 
@@ -87,7 +87,7 @@ def race_worker(url: str, worker_id: str, start_at: float) -> None:
     from worker.loop import Worker, WorkerOptions
 
     time.sleep(max(0.0, start_at - time.time()))
-    code = Worker(WorkerOptions(url=url, worker_id=worker_id, synthetic=0.0, liveness=Liveness(1, 3, 2), poll_s=0.1)).run()
+    code = Worker(WorkerOptions(url=url, worker_id=worker_id, synthetic=0.0, liveness=Liveness(1, 20, 2), poll_s=0.1)).run()
     raise SystemExit(code)
 
 
@@ -219,7 +219,7 @@ def test_dataset_hash_mismatch_is_refused(engine: sa.Engine, initialised_db: str
     create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1,), trials=2)
     with engine.begin() as conn:  # as if the study had been created on other data under the same version
         conn.execute(sa.text("UPDATE study_specs SET spec = jsonb_set(spec, '{dataset,sha256}', '\"0000\"')"))
-    worker = start_worker(initialised_db, "--device", "cpu", "--max-trials", "1", *FAST, log_dir=tmp_path)
+    worker = start_worker(initialised_db, "--device", "cpu", "--max-trials", "1", *CALM, log_dir=tmp_path)
     assert finish([worker]) == [0]
     record = rows(engine, "SELECT state, reason FROM trial_records")
     assert len(record) == 1 and record[0]["state"] == "FAIL"

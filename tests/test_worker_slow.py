@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from coordinator.search_space import SearchSpace
-from tests.service_helpers import FAST, REPO, create, make_dataset, rows, start_worker
+from tests.service_helpers import CALM, REPO, create, make_dataset, rows, start_worker
 from tests.test_worker import assert_targets_met_exactly, finish
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def test_two_workers_train_real_trials(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
     make_dataset(initialised_db)
     create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1, 5), trials=2)
-    procs = [start_worker(initialised_db, "--device", "cpu", "--worker-id", f"t{i}", *FAST, log_dir=tmp_path) for i in range(2)]
+    procs = [start_worker(initialised_db, "--device", "cpu", "--worker-id", f"t{i}", *CALM, log_dir=tmp_path) for i in range(2)]
     assert finish(procs, timeout=1500) == [0, 0]
 
     assert_targets_met_exactly(engine)
