@@ -141,13 +141,14 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def claim_seed(spec_seed: int, claim_index: int) -> int:
-    """The sampler seed for one claim: deterministic, and different for every claim of a study.
+def claim_seed(spec_seed: int, study: str, claim_index: int) -> int:
+    """The sampler seed for one claim: deterministic, and different for every claim and study.
 
     `claim_index` counts the study's trials that have left the WAITING state, read under the
     study's claim lock, so no two claims (on any worker) share a seed and a rerun reproduces them.
+    The study name is mixed in so that studies created with the same seed explore independently.
     """
-    digest = hashlib.sha256(f"{spec_seed}:{claim_index}".encode()).digest()
+    digest = hashlib.sha256(f"{spec_seed}:{study}:{claim_index}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
 
 

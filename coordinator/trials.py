@@ -272,7 +272,7 @@ def claim_in(storage: optuna.storages.RDBStorage, entry: StudyEntry, attrs: Mapp
         progress = read_progress(conn, [entry])[entry.name]
         if not progress.has_room:
             return None
-        seed = claim_seed(entry.spec.sampler.seed, progress.claims)
+        seed = claim_seed(entry.spec.sampler.seed, entry.name, progress.claims)
         study = optuna.load_study(
             study_name=entry.name,
             storage=storage,
