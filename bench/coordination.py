@@ -6,11 +6,12 @@
 
 For each synthetic trial length S (0 s: pure coordination; 1 s: fleet efficiency) the bench clones
 a fresh database from a template (synthetic dataset, the default 12-study matrix with an
-unreachable target), then grows ONE fleet of real `worker --synthetic S` processes through the
+unreachable target), grows ONE fleet of real `worker --synthetic S` processes through the
 fleet sizes (starting only the new workers each time: 64 Python processes take minutes to start on
 2 cores), waits until every new worker has finished a trial (start-up is excluded), and measures a
-fixed window. Then it shrinks the fleet to 8 and adds finished trials of other studies (bench/views.py
-`prefill`, plain SQL) level by level, measuring a window at each. Each row of the table is a window:
+fixed window. Before that, on another fresh database, a fleet of 8 measures a window with nothing
+else stored, then again after each addition of finished trials of other studies (bench/views.py
+`prefill`, plain SQL: 1k, 10k, 100k in all). Each row of the table is a window:
 
 - trials/s: trials finished inside the window / window length;
 - ask+tell p50/p95/p99 (ms): per worker, the time between the starts of consecutive trials minus
@@ -309,26 +310,39 @@ class Fleet:
                       os.getloadavg()[0])
 
 
-def run_fleet(admin_url: str, template: str, sleep_s: float, fleet_sizes: list[int], stored_levels: list[int],
-              stored_workers: int, window_s: float, warmup_limit_s: float, report: Callable[[Result], None]) -> None:
-    """Grow one fleet through the sizes (nothing stored), then at `stored_workers` add stored trials level by level."""
+@contextlib.contextmanager
+def fleet_on_fresh_database(admin_url: str, template: str, sleep_s: float) -> Iterator[Fleet]:
     with scenario_database(admin_url, template) as (name, url):
         fleet = Fleet(admin_url, name, url, sleep_s)
         try:
-            for n in fleet_sizes:
-                note = fleet.resize(n, warmup_limit_s)
-                report(fleet.measure(Scenario(n, sleep_s, 0), window_s, note))
-            note = fleet.resize(stored_workers, warmup_limit_s)
-            stored = 0
-            for level in stored_levels:
-                prefill(url, level - stored, n_studies=max(1, (level - stored) // 1000), prefix=f"history-{level}")
-                stored = level
-                report(fleet.measure(Scenario(stored_workers, sleep_s, stored), window_s, note))
+            yield fleet
         finally:
             fleet.close()
         bad = [c for c in fleet.exit_codes if c not in (0, -signal.SIGTERM)]
         if bad:
             print(f"# warning: {len(bad)} workers exited with {sorted(set(bad))}; logs in {fleet.log_dir}", flush=True)
+
+
+def run_ramp(admin_url: str, template: str, sleep_s: float, fleet_sizes: list[int], window_s: float,
+             warmup_limit_s: float, report: Callable[[Result], None]) -> None:
+    """One fleet grown through the sizes on a database holding only the live studies."""
+    with fleet_on_fresh_database(admin_url, template, sleep_s) as fleet:
+        for n in fleet_sizes:
+            note = fleet.resize(n, warmup_limit_s)
+            report(fleet.measure(Scenario(n, sleep_s, 0), window_s, note))
+
+
+def run_stored(admin_url: str, template: str, sleep_s: float, workers: int, stored_levels: list[int], window_s: float,
+               warmup_limit_s: float, report: Callable[[Result], None]) -> None:
+    """A fixed fleet on its own database; finished trials of other studies are added level by level."""
+    with fleet_on_fresh_database(admin_url, template, sleep_s) as fleet:
+        note = fleet.resize(workers, warmup_limit_s)
+        stored = 0
+        for level in stored_levels:
+            if level > stored:
+                prefill(fleet.url, level - stored, n_studies=max(1, (level - stored) // 1000), prefix=f"history-{level}")
+                stored = level
+            report(fleet.measure(Scenario(workers, sleep_s, stored), window_s, note))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -357,8 +371,8 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="1 and 8 workers, 1k/10k stored (default; a few minutes)")
     size.add_argument("--full", action="store_true", help="1, 8, 32, 64 workers; 1k, 10k, 100k stored")
-    parser.add_argument("--workers", type=int_list, help="override the fleet sizes, e.g. 1,8")
-    parser.add_argument("--stored", type=int_list, help="override the stored-trial levels, e.g. 1000,10000")
+    parser.add_argument("--workers", type=int_list, help="override the fleet sizes, e.g. 1,8 ('none': skip)")
+    parser.add_argument("--stored", type=int_list, help="override the stored-trial levels, e.g. 1000,10000 ('none': skip)")
     parser.add_argument("--stored-workers", type=int, default=8, help="fleet size for the stored-trial windows")
     parser.add_argument("--sleeps", type=float_list, default=[0.0, 1.0], help="synthetic trial seconds (default 0,1)")
     parser.add_argument("--window", type=float, help="measured seconds per row (default 10 quick, 20 full)")
@@ -368,8 +382,8 @@ def main() -> None:
                         help="an embedded PostgreSQL of our own with max_connections=400 (64 workers need ~200)")
     args = parser.parse_args()
     window = args.window or (20.0 if args.full else 10.0)
-    fleet_sizes = args.workers or ([1, 8, 32, 64] if args.full else [1, 8])
-    stored_levels = args.stored or ([1_000, 10_000, 100_000] if args.full else [1_000, 10_000])
+    fleet_sizes = args.workers if args.workers is not None else ([1, 8, 32, 64] if args.full else [1, 8])
+    stored_levels = args.stored if args.stored is not None else ([1_000, 10_000, 100_000] if args.full else [1_000, 10_000])
 
     with contextlib.ExitStack() as stack:
         admin_url = db.normalise_url(args.admin_url)
@@ -391,15 +405,20 @@ def main() -> None:
                   f"{r.max_connections} connections, at {time.monotonic() - started:.0f} s", flush=True)
 
         for sleep_s in args.sleeps:
-            run_fleet(admin_url, template, sleep_s, fleet_sizes, stored_levels, args.stored_workers, window,
-                      args.warmup_limit, report)
+            # The stored-trial series first, on a quiet box: the big fleets leave it loaded for a while.
+            if stored_levels:
+                run_stored(admin_url, template, sleep_s, args.stored_workers, [0, *stored_levels], window,
+                           args.warmup_limit, report)
+            if fleet_sizes:
+                run_ramp(admin_url, template, sleep_s, fleet_sizes, window, args.warmup_limit, report)
         print()
         print_table(results)
         print(f"\n# total {time.monotonic() - started:.0f} s")
 
 
 def int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",")]
+    """'1,8,32' -> [1, 8, 32]; 'none' -> [] (skip that series)."""
+    return [] if text == "none" else [int(x) for x in text.split(",")]
 
 
 def float_list(text: str) -> list[float]:

@@ -212,16 +212,18 @@ def view_columns(engine: sa.Engine, view: str) -> list[str]:
 
 
 def write_report(engine: sa.Engine, out_dir: Path) -> Path:
-    """index.html plus one PNG of best validation AUC vs real parameter count; works on partial data."""
+    """index.html plus one PNG of validation AUC vs real parameter count; works on partial data."""
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = study_progress(engine)
     board = leaderboard(engine)
     points = completed_trials(engine)
     lines = baselines(engine)
-    figure = None
+    figure: str | None = "auc_vs_params.png"
     if points:
-        figure = "auc_vs_params.png"
         plot_auc_vs_params(points, board, lines, out_dir / figure)
+    else:
+        (out_dir / figure).unlink(missing_ok=True)  # a figure from an earlier run would contradict the page
+        figure = None
     page = render_html(progress, board, figure, lines)
     index = out_dir / "index.html"
     index.write_text(page)
@@ -412,6 +414,8 @@ def report_command(
     engine = open_engine(ctx)
     try:
         index = write_report(engine, out)
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     finally:
         engine.dispose()
     typer.echo(f"report: {index}")
