@@ -122,6 +122,8 @@ def run_workers(url: str, names: list[str], n: int, device: str, engine: sa.Engi
             while any(p.poll() is None for p, _ in procs):
                 time.sleep(1.0)
                 live.update(progress_table(engine, names))
+        if not console.is_terminal:
+            console.line()  # the last frame ends without a newline when stderr is a file
     except KeyboardInterrupt:
         console.print("stopping the workers (their running trials are re-enqueued)...")
         for p, _ in procs:
