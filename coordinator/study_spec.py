@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +124,9 @@ class StudySpec:
         if self.sampler.kind != "tpe":
             raise ValueError(f"unknown sampler kind {self.sampler.kind!r}")
         # constant_liar: running trials count as pessimistic results, so parallel workers spread out.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        with warnings.catch_warnings():  # multivariate, group and constant_liar are "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
     def make_pruner(self) -> Any:
         import optuna

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import json
@@ -20,7 +21,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -45,10 +46,16 @@ ENV_DB_RETRY = "SCALESWEEP_DB_RETRY_S"
 CLAIM_LOCK_NAMESPACE = 0x5CA1
 CREATE_STUDIES_LOCK_NAMESPACE = 0x5CA3  # serialises `create-studies` runs (0x5CA2: GPU leases)
 
-# Optuna marks heartbeats and the retry callback experimental and warns that heartbeats are meant for
-# Study.optimize; we drive heartbeats ourselves around ask/tell, which is exactly what it does inside.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna marks heartbeats and the retry callback experimental and warns that heartbeats are meant
+    for Study.optimize; we drive heartbeats ourselves around ask/tell, as `optimize` does inside."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -101,7 +108,8 @@ class RetryLostTrial:
     """
 
     def __init__(self, max_retry: int) -> None:
-        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        with quiet_optuna():
+            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         self.grace_period: int | None = None
         self.engine: sa.Engine | None = None
         self.count = 0
@@ -133,12 +141,13 @@ def open_storage(url: str, liveness: Liveness) -> optuna.storages.RDBStorage:
     one small pool in all.
     """
     callback = RetryLostTrial(liveness.max_retry)
-    storage = db.optuna_storage(
-        url,
-        heartbeat_interval=liveness.heartbeat_interval,
-        grace_period=liveness.grace_period,
-        heartbeat_stale_trial_callback=callback,
-    )
+    with quiet_optuna():
+        storage = db.optuna_storage(
+            url,
+            heartbeat_interval=liveness.heartbeat_interval,
+            grace_period=liveness.grace_period,
+            heartbeat_stale_trial_callback=callback,
+        )
     callback.engine = storage.engine
     callback.grace_period = liveness.grace_period
     return storage
@@ -279,7 +288,8 @@ def claim_in(storage: optuna.storages.RDBStorage, entry: StudyEntry, attrs: Mapp
             sampler=entry.spec.make_sampler(seed),
             pruner=entry.spec.make_pruner(),
         )
-        trial = study.ask()  # commits on the storage's own connection while we still hold the lock
+        with quiet_optuna():
+            trial = study.ask()  # commits on the storage's own connection while we still hold the lock
         storage.record_heartbeat(trial._trial_id)  # a trial with no heartbeat row is never reaped
     claim = Claim(entry, study, trial, seed)
     # Provenance outside the claim: retrying these writes must not claim a second trial.
@@ -333,7 +343,8 @@ def reap(storage: optuna.storages.RDBStorage, entries: list[StudyEntry]) -> int:
     before = callback.count
     for entry in entries:
         if entry.study_id in stale:
-            optuna.storages.fail_stale_trials(optuna.load_study(study_name=entry.name, storage=storage))
+            with quiet_optuna():
+                optuna.storages.fail_stale_trials(optuna.load_study(study_name=entry.name, storage=storage))
     return callback.count - before
 
 
