@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,20 @@ def test_coordinator_local_smoke(engine: sa.Engine, initialised_db: str, tmp_pat
     assert_targets_met_exactly(engine)
     assert len(rows(engine, "SELECT * FROM study_specs")) == 4
     assert len(list((tmp_path / "home" / "logs").glob("worker-*.log"))) == 2
+
+
+def test_sigterm_during_real_training_stops_at_a_boundary(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
+    make_dataset(initialised_db)
+    create(initialised_db, preset="smoke", budgets=("300K",), horizons=(1,), trials=2)
+    worker = start_worker(initialised_db, "--device", "cpu", "--worker-id", "stopped", *CALM, log_dir=tmp_path)
+    deadline = time.monotonic() + 600
+    while not rows(engine, "SELECT 1 FROM trial_epochs LIMIT 1"):  # mid-trial: one epoch done, more to go
+        assert worker.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=300) == 0
+    assert rows(engine, "SELECT state, reason FROM trial_records") == [{"state": "FAIL", "reason": "worker stopped"}]
+    assert rows(engine, "SELECT state::text AS state, count(*) AS n FROM trials GROUP BY 1 ORDER BY 1") == [
+        {"state": "FAIL", "n": 1},
+        {"state": "WAITING", "n": 2},  # the stopped trial's retry and the study's other queued trial
+    ]
