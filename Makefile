@@ -14,18 +14,14 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e '.[worker,dev]'
 	touch $@
 
-# The main job on the embedded PostgreSQL: real data in, dataset built and summarised.
+# The main job: the smoke matrix on the embedded PostgreSQL (real SPY from $(SHARED_DATA) when
+# present), two workers, live progress, then the leaderboard and report/index.html.
 run: venv
-	$(BIN)/coordinator db init
-	$(BIN)/coordinator data import SPY $(SHARED_DATA)/SPY.csv
-	$(BIN)/coordinator data import VIX $(SHARED_DATA)/VIX.csv --repair-ohlc
-	$(BIN)/coordinator data build --symbol SPY --vix VIX
-	$(BIN)/coordinator data list
+	$(BIN)/coordinator local --workers 2 --preset smoke
 
 test: venv
 	$(PY) -m pytest -q
