@@ -40,7 +40,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,19 +102,6 @@ def admin_engine(admin_url: str) -> sa.Engine:
     return sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
 
 
-def database_url(admin_url: str, name: str) -> str:
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    engine = admin_engine(admin_url)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        engine.dispose()
-
-
 @contextlib.contextmanager
 def template_database(admin_url: str) -> Iterator[str]:
     """A database with the schema, a synthetic dataset and the default study matrix; the template of every scenario."""
@@ -123,13 +109,7 @@ def template_database(admin_url: str) -> Iterator[str]:
     from coordinator.data.synth import synthetic_series
     from coordinator.studies import MatrixRequest, run_create_studies
 
-    name = f"bench_coord_tmpl_{uuid.uuid4().hex[:8]}"
-    engine = admin_engine(admin_url)
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
-    url = database_url(admin_url, name)
-    try:
+    with db.scratch_database(admin_url, "bench_coord_tmpl") as url:
         db.init_db(url)
         work = db.make_engine(url)
         try:
@@ -141,23 +121,13 @@ def template_database(admin_url: str) -> Iterator[str]:
             run_create_studies(
                 url, MatrixRequest(dataset=f"{dataset.name}:{dataset.version}", trials=UNREACHABLE_TARGET), with_baselines=False
             )
-        yield name
-    finally:
-        drop_database(admin_url, name)
+        yield str(make_url(url).database)
 
 
 @contextlib.contextmanager
 def scenario_database(admin_url: str, template: str) -> Iterator[tuple[str, str]]:
-    name = f"bench_coord_{uuid.uuid4().hex[:8]}"
-    engine = admin_engine(admin_url)
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    engine.dispose()
-    url = database_url(admin_url, name)
-    try:
-        yield name, url
-    finally:
-        drop_database(admin_url, name)
+    with db.scratch_database(admin_url, "bench_coord", template=template) as url:
+        yield str(make_url(url).database), url
 
 
 @contextlib.contextmanager
@@ -354,8 +324,8 @@ def fmt(x: float | None, digits: int = 0) -> str:
 
 
 def print_table(results: list[Result]) -> None:
-    header = (f"| workers | trial s | stored | trials/s | ask+tell p50 / p95 / p99 ms | claim p95 ms | connections |"
-              f" efficiency | window trials | live trials | load | note |")
+    header = ("| workers | trial s | stored | trials/s | ask+tell p50 / p95 / p99 ms | claim p95 ms | connections |"
+              " efficiency | window trials | live trials | load | note |")
     print(header)
     print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
     for r in results:

@@ -11,17 +11,13 @@ EXPLAIN ANALYZE, and drops the database. `prefill()` is also used by bench/coord
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,22 +38,6 @@ QUERIES = {
         "SELECT study_name, reason, count(*) FROM trial_results WHERE state = 'FAIL' GROUP BY 1, 2"
     ),
 }
-
-
-@contextlib.contextmanager
-def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
-    """A fresh database on the admin URL's server, dropped (connections and all) on exit."""
-    admin_url = db.normalise_url(admin_url)
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def create_bare_study(conn: sa.Connection, name: str, *, target: int, direction: str = "maximize") -> int:
@@ -204,7 +184,7 @@ def main() -> None:
     parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
     args = parser.parse_args()
 
-    with scratch_database(args.admin_url, "bench_views") as url:
+    with db.scratch_database(args.admin_url, "bench_views") as url:
         db.init_db(url)
         start = time.perf_counter()
         names = prefill(url, args.trials, n_studies=args.studies)

@@ -5,7 +5,6 @@ Every user error ends as one line on stderr and a non-zero exit (see `main`).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from typing import Annotated, Optional

@@ -7,7 +7,6 @@ PostgreSQL started for the session. Override with SCALESWEEP_TEST_ADMIN_URL.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,16 +51,10 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def db_url(admin_url: str) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
-    name = f"ss_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    from coordinator import db
+
+    with db.scratch_database(admin_url, "ss_test") as url:
+        yield url
 
 
 @pytest.fixture
