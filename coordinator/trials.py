@@ -207,19 +207,28 @@ class Progress:
         return (self.finished + self.running) / self.target
 
 
-# Slot counts per study, from the `trial_slots` view (sql/20_trial_results.sql), which marks a FAIL
-# trial `retried` when a retry replaced it: the read model and the claims share one definition.
+# Slot counts per study. The rule for a FAIL trial replaced by a retry (its number appears in some
+# trial's `retry_history`) is the `trial_slots` view's (sql/20_trial_results.sql), restated here with
+# the study filter inside the CTE: through the view PostgreSQL cannot push `study_id = ANY(...)` into
+# it, and every claim then parsed every study's retry history (14 ms instead of 1.5 ms per query with
+# 100k trials stored). tests/test_views.py checks that both give the same counts.
 PROGRESS_SQL = sa.text(
     """
-    SELECT study_id,
-           count(*) FILTER (WHERE NOT retried) AS slots,
-           count(*) FILTER (WHERE state = 'WAITING') AS waiting,
-           count(*) FILTER (WHERE state = 'RUNNING') AS running,
-           count(*) FILTER (WHERE state IN ('COMPLETE', 'PRUNED') OR (state = 'FAIL' AND NOT retried)) AS finished,
-           count(*) FILTER (WHERE state <> 'WAITING') AS claims
-    FROM trial_slots
-    WHERE study_id = ANY(:ids)
-    GROUP BY study_id
+    WITH superseded AS (
+        SELECT DISTINCT r.study_id, (jsonb_array_elements_text(a.value_json::jsonb))::int AS number
+        FROM trial_system_attributes a JOIN trials r ON r.trial_id = a.trial_id
+        WHERE a.key = 'retry_history' AND r.study_id = ANY(:ids)
+    )
+    SELECT t.study_id,
+           count(*) FILTER (WHERE t.state <> 'FAIL' OR s.number IS NULL) AS slots,
+           count(*) FILTER (WHERE t.state = 'WAITING') AS waiting,
+           count(*) FILTER (WHERE t.state = 'RUNNING') AS running,
+           count(*) FILTER (WHERE t.state IN ('COMPLETE', 'PRUNED') OR (t.state = 'FAIL' AND s.number IS NULL))
+               AS finished,
+           count(*) FILTER (WHERE t.state <> 'WAITING') AS claims
+    FROM trials t LEFT JOIN superseded s ON s.study_id = t.study_id AND s.number = t.number
+    WHERE t.study_id = ANY(:ids)
+    GROUP BY t.study_id
     """
 )
 
