@@ -8,7 +8,9 @@ zero_division=0), a definition rather than a sentinel: the prediction spread (pr
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, average_precision_score, precision_score, recall_score, roc_auc_score
+
+# scikit-learn is imported where it is used: at module level it cost every `coordinator` command and
+# every worker start about a second, since the table modules pull this module in through baselines.
 
 EPS = 1e-7  # probabilities are clipped to [EPS, 1-EPS] for the log-loss
 
@@ -20,6 +22,8 @@ def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(labels, probs))
 
 
@@ -31,6 +35,8 @@ def binary_metrics(
     Keys: {prefix}auc, pr_auc, loss, brier, accuracy, precision, recall, positive_rate and
     {pred_prefix}pred_mean, pred_std, pred_min, pred_max.
     """
+    from sklearn.metrics import accuracy_score, average_precision_score, precision_score, recall_score
+
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
     if y.shape != p.shape or y.ndim != 1:
