@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data
 
-.PHONY: venv run test test-slow bench lint clean
+.PHONY: venv run test test-slow lint clean
 
 venv: $(VENV)/.installed
 
@@ -49,3 +49,6 @@ bench-full: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
+
+lint: venv
+	$(BIN)/ruff check .

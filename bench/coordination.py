@@ -270,7 +270,7 @@ class Fleet:
                 "SELECT count(*) FROM trials t JOIN studies s USING (study_id) WHERE s.study_name LIKE 'syn-%'")).scalar() or 0)
         in_window = [r for r in finished if t0 <= r.completed <= t1]
         overhead, claim = [], []
-        for previous, current in zip(finished, finished[1:]):
+        for previous, current in zip(finished, finished[1:], strict=False):
             if previous.worker != current.worker or not (t0 <= current.started <= t1):
                 continue
             overhead.append(1000 * ((current.started - previous.started).total_seconds() - self.sleep_s))

@@ -48,7 +48,7 @@ class ComposeProject:
     project_name: str | None = None
 
 
-def docker_client(project: ComposeProject) -> "DockerClient":
+def docker_client(project: ComposeProject) -> DockerClient:
     """A python-on-whales client for the project, after checking Docker and Compose v2 are installed."""
     if shutil.which("docker") is None:
         raise UserError("Docker is not installed (no `docker` on PATH): see https://docs.docker.com/engine/install/")
@@ -171,7 +171,7 @@ def status(ctx: typer.Context) -> None:
     typer.echo("  ".join(f"{service} {state}: {n}" for (service, state), n in sorted(counts.items())))
 
 
-def list_containers(client: "DockerClient") -> list[dict]:
+def list_containers(client: DockerClient) -> list[dict]:
     """`docker compose ps --all --format json`, one dict per container, whichever JSON layout compose uses."""
     from python_on_whales.utils import run
 

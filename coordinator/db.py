@@ -160,7 +160,7 @@ def describe(url: str) -> str:
     return f"{where}{port}/{u.database}"
 
 
-def optuna_storage(url: str, **kwargs: object) -> "optuna.storages.RDBStorage":  # noqa: F821
+def optuna_storage(url: str, **kwargs: object) -> optuna.storages.RDBStorage:  # noqa: F821
     """Optuna's RDB storage on the same database, with the same small, self-healing pool."""
     import optuna
 

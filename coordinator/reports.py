@@ -252,7 +252,7 @@ def plot_auc_vs_params(points: list[Row], board: list[Row], lines: list[Row], pa
     subs = (1.0, 2.0, 3.0, 5.0) if max(sizes) / min(sizes) < 100 else (1.0,)
 
     fig, axes = plt.subplots(1, len(horizons), figsize=(5.2 * len(horizons), 4.6), sharey=True, squeeze=False)
-    for ax, horizon in zip(axes[0], horizons):
+    for ax, horizon in zip(axes[0], horizons, strict=False):
         mine = [p for p in points if p["horizon"] == horizon]
         for budget_params, label in budgets:
             these = [p for p in mine if (p["budget"] or "?") == label]
@@ -281,7 +281,7 @@ def plot_auc_vs_params(points: list[Row], board: list[Row], lines: list[Row], pa
     # One legend for all panels, below them, so it never hides a point.
     handles: dict[str, Any] = {}
     for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=False):
             handles.setdefault(label, handle)
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
     fig.suptitle("Validation AUC vs real parameter count (dotted: the budget; grey: AUC 0.5)", fontsize=11)
@@ -292,7 +292,7 @@ def plot_auc_vs_params(points: list[Row], board: list[Row], lines: list[Row], pa
 
 def render_html(progress: list[Row], board: list[Row], figure: str | None, lines: list[Row]) -> str:
     esc = html.escape
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     target = sum(r["target_trials"] or 0 for r in progress)
     finished = sum(r["finished"] for r in progress)
     running = sum(r["running"] for r in progress)

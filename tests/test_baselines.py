@@ -116,5 +116,5 @@ def test_baselines_command(engine: sa.Engine, initialised_db: str) -> None:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(baselines.c.horizon, baselines.c.model, baselines.c.val_auc)).all()
     assert sorted((h, m) for h, m, _ in rows) == [(h, m) for h in (1, 5) for m in sorted(MODELS)]
-    for h, m, auc in rows:  # the printed table shows what was stored
+    for _h, _m, auc in rows:  # the printed table shows what was stored
         assert f"{auc:.4f}" in result.output
