@@ -20,11 +20,16 @@ RUN python3 -m venv /opt/venv
 COPY docker/wheels/ /tmp/wheels/
 RUN pip install --find-links /tmp/wheels ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
 
-# Then the project's dependencies, read from pyproject.toml alone, so a code change reuses this layer.
-COPY pyproject.toml /src/
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+# Then the project's dependencies (pyproject.toml) plus the extras the image serves (the dashboard
+# service, `data fetch`) at the versions of requirements.lock, the lock the Makefile and CI use;
+# torch is this image's own (above). A code change reuses this layer.
+ARG IMAGE_EXTRAS="dashboard fetch"
+COPY pyproject.toml requirements.lock /src/
+RUN python3 -c 'import sys, tomllib; p = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
+print("\n".join(p["dependencies"] + [r for e in sys.argv[1:] for r in p["optional-dependencies"][e]]))' $IMAGE_EXTRAS \
         > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    && grep -v '^torch==' /src/requirements.lock > /tmp/constraints.txt \
+    && pip install -c /tmp/constraints.txt -r /tmp/requirements.txt
 
 # The project itself as a wheel, outside the venv: a code change then leaves the venv layers (GBs)
 # cached in both stages, and only this small wheel is rebuilt and installed.

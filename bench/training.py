@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from coordinator.data.location import real_data_dir  # noqa: E402
 from coordinator.data.registry import dataset_from_file  # noqa: E402
 from coordinator.data.samples import Samples, make_samples  # noqa: E402
 from coordinator.data.splits import default_splits  # noqa: E402
@@ -44,7 +45,7 @@ from coordinator.search_space import (  # noqa: E402
 )
 from worker.train import TrialResult, train  # noqa: E402
 
-DEFAULT_CSV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "SPY.csv"
+DEFAULT_CSV = real_data_dir() / "SPY.csv"  # $SCALESWEEP_DATA, default ../shared/data
 CPU_BUDGETS = "100K,300K,2M,20M"
 CUDA_BUDGETS = "100K,300K,2M,20M,200M,2B"
 VAL_SAMPLES = 256  # validation windows evaluated per run: enough for a finite AUC, cheap for 2B

@@ -141,3 +141,11 @@ def progress_bar() -> Any:
         console=Console(stderr=True),
         transient=True,
     )
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """One line naming the extra to install when an optional dependency is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{what} needs the '{extra}' extra: pip install 'scalesweep[{extra}]'")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from coordinator.app import require_extra
 from coordinator.errors import UserError
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def docker_client(project: ComposeProject) -> DockerClient:
     """A python-on-whales client for the project, after checking Docker and Compose v2 are installed."""
     if shutil.which("docker") is None:
         raise UserError("Docker is not installed (no `docker` on PATH): see https://docs.docker.com/engine/install/")
+    require_extra("python_on_whales", "cluster", "`coordinator cluster`")
     from python_on_whales import DockerClient
     from python_on_whales.exceptions import DockerException
 

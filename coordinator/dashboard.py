@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from coordinator import db
-from coordinator.app import database_url
+from coordinator.app import database_url, require_extra
 from coordinator.errors import UserError
 
 HOST = "127.0.0.1"
@@ -23,10 +23,9 @@ def dashboard_command(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port on 127.0.0.1.")] = 8080,
 ) -> None:
     """Open optuna-dashboard on http://127.0.0.1:PORT for this database (Ctrl-C stops it)."""
-    try:
-        from optuna_dashboard import run_server
-    except ImportError:
-        raise UserError("optuna-dashboard is not installed: pip install 'scalesweep[dashboard]'") from None
+    require_extra("optuna_dashboard", "dashboard", "`coordinator dashboard`")
+    from optuna_dashboard import run_server
+
     url = database_url(ctx)
     db.connect(url).dispose()  # unreachable: one line now, not a traceback from the dashboard
     typer.echo(f"optuna-dashboard on http://{HOST}:{port} for {db.describe(url)} (Ctrl-C stops it)", err=True)

@@ -14,10 +14,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from coordinator.data.location import ENV_DATA, real_data_dir
+
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The real series: $SCALESWEEP_DATA, default ../shared/data. Tests that need them skip without them.
+SHARED_DATA = real_data_dir()
 SPY_CSV = SHARED_DATA / "SPY.csv"
 VIX_CSV = SHARED_DATA / "VIX.csv"
+requires_real_data = pytest.mark.skipif(
+    not (SPY_CSV.is_file() and VIX_CSV.is_file()), reason=f"real SPY/VIX data not found in {SHARED_DATA} (set ${ENV_DATA})"
+)
 
 LOCAL_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 

@@ -17,7 +17,7 @@ from coordinator.data.samples import Samples, make_samples
 from coordinator.data.series import read_bars
 from coordinator.data.splits import default_splits
 from coordinator.errors import UserError
-from tests.conftest import SPY_CSV
+from tests.conftest import SPY_CSV, requires_real_data
 
 TRIAL_METRIC_KEYS = {
     "val_auc", "val_pr_auc", "val_loss", "val_brier", "val_accuracy", "val_precision", "val_recall",
@@ -40,6 +40,7 @@ def spy_results(spy: Dataset) -> dict[int, tuple[Samples, list[dict]]]:
     return out
 
 
+@requires_real_data
 @pytest.mark.parametrize("horizon", [1, 3, 5])
 def test_real_spy_baselines_use_the_trials_samples_and_metrics(spy_results: dict, horizon: int) -> None:
     samples, results = spy_results[horizon]
@@ -55,11 +56,13 @@ def test_real_spy_baselines_use_the_trials_samples_and_metrics(spy_results: dict
         assert r["pred_std"] > 1e-3, "a baseline that predicts a constant is no bar"
 
 
+@requires_real_data
 def test_positive_rates_rise_with_horizon(spy_results: dict) -> None:
     rates = [spy_results[h][1][0]["val_positive_rate"] for h in (1, 3, 5)]
     assert rates == sorted(rates) and rates[0] < rates[-1]
 
 
+@requires_real_data
 def test_features_are_the_last_day_scaled_on_train_only(spy_results: dict) -> None:
     samples, _ = spy_results[1]
     data = last_day_features(samples)
@@ -82,6 +85,7 @@ def test_a_planted_signal_is_found() -> None:
         assert r["val_auc"] > 0.9 and r["test_auc"] > 0.9, r["model"]
 
 
+@requires_real_data
 def test_store_is_keyed_and_idempotent(engine: sa.Engine, spy: Dataset, spy_results: dict) -> None:
     assert not has_baselines(engine, spy, 1)
     store_baselines(engine, spy, 1, spy_results[1][1])
@@ -99,6 +103,7 @@ def test_store_is_keyed_and_idempotent(engine: sa.Engine, spy: Dataset, spy_resu
         assert (row["dataset_name"], row["dataset_version"], row["dataset_sha256"]) == ("spy-a25", 0, spy.sha256)
 
 
+@requires_real_data
 def test_baselines_command(engine: sa.Engine, initialised_db: str) -> None:
     registry.register_series(engine, "SPY", read_bars(SPY_CSV), source=str(SPY_CSV))
     built, _ = registry.build_dataset(engine, "SPY")

@@ -9,7 +9,7 @@ import talib
 
 from coordinator.data import features
 from coordinator.data.series import read_bars
-from tests.conftest import SPY_CSV, VIX_CSV
+from tests.conftest import SPY_CSV, VIX_CSV, requires_real_data
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,7 @@ def vix() -> pd.DataFrame:
     return read_bars(VIX_CSV, repair_ohlc=True).frame
 
 
+@requires_real_data
 def test_documented_column_order(spy: pd.DataFrame, vix: pd.DataFrame) -> None:
     a25 = features.input_columns("a25", with_vix=False)
     assert len(a25) == 25 and len(features.A25_INDICATORS) == 20 and len(features.VIX8_COLUMNS) == 8
@@ -31,6 +32,7 @@ def test_documented_column_order(spy: pd.DataFrame, vix: pd.DataFrame) -> None:
     assert list(features.compute_features(spy, vix=vix).columns) == a25 + features.VIX8_COLUMNS
 
 
+@requires_real_data
 def test_values_equal_talib(spy: pd.DataFrame) -> None:
     computed = features.compute_features(spy)
     o, h, l, c, v = (spy[n].to_numpy(dtype=np.float64) for n in features.RAW_COLUMNS)
@@ -61,6 +63,7 @@ def test_values_equal_talib(spy: pd.DataFrame) -> None:
         np.testing.assert_array_equal(computed[name].to_numpy(), spy[name].to_numpy())
 
 
+@requires_real_data
 def test_weekly_features_use_the_previous_completed_week(spy: pd.DataFrame) -> None:
     """An independent route: resample to weeks, shift one week, forward-fill to days."""
     computed = features.compute_features(spy)
@@ -90,6 +93,7 @@ def altered_after(frame: pd.DataFrame, t: pd.Timestamp, seed: int) -> pd.DataFra
     return altered
 
 
+@requires_real_data
 def test_no_look_ahead(spy: pd.DataFrame, vix: pd.DataFrame) -> None:
     """Altering any bars after day t leaves every feature up to t unchanged (weekly and VIX included)."""
     full = features.compute_features(spy, vix=vix)
@@ -107,6 +111,7 @@ def test_no_look_ahead(spy: pd.DataFrame, vix: pd.DataFrame) -> None:
         assert changed.any(axis=0).sum() >= 30, str(t.date())
 
 
+@requires_real_data
 def test_current_week_does_not_reach_weekly_features(spy: pd.DataFrame) -> None:
     """Changing the earlier days of t's own week (all <= t) leaves t's weekly values unchanged."""
     full = features.compute_features(spy)
@@ -140,6 +145,7 @@ def test_vix_aligned_forward_at_most_one_day() -> None:
     assert not (out.loc[: saturday - pd.Timedelta(days=1)] == close[saturday]).any()  # never backwards
 
 
+@requires_real_data
 def test_vix8_values(vix: pd.DataFrame) -> None:
     own = features.vix8_features(vix, vix.index)
     c = vix["close"].to_numpy()

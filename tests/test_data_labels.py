@@ -7,7 +7,7 @@ import pytest
 
 from coordinator.data.labels import positive_rate, threshold_label
 from coordinator.data.series import read_bars
-from tests.conftest import SPY_CSV
+from tests.conftest import SPY_CSV, requires_real_data
 
 NAN = np.nan
 CLOSE = np.array([100.0, 101.0, 99.0, 102.0, 100.0, 98.0])
@@ -44,6 +44,7 @@ def test_today_high_is_not_part_of_the_future() -> None:
     assert threshold_label(close, high, 2, 0.01)[0] == 0
 
 
+@requires_real_data
 def test_real_spy_rate_rises_with_horizon() -> None:
     frame = read_bars(SPY_CSV).frame
     close, high = frame["close"].to_numpy(), frame["high"].to_numpy()

@@ -16,7 +16,7 @@ from coordinator.data import registry
 from coordinator.data.labels import positive_rate, threshold_label
 from coordinator.data.series import Bars, content_sha256, read_bars, to_parquet_bytes
 from coordinator.errors import UserError
-from tests.conftest import SPY_CSV, VIX_CSV
+from tests.conftest import SPY_CSV, VIX_CSV, requires_real_data
 from tests.data_helpers import count_rows, run_cli
 
 
@@ -25,6 +25,7 @@ def import_real(engine: sa.Engine) -> None:
     registry.register_series(engine, "VIX", read_bars(VIX_CSV, repair_ohlc=True), source=str(VIX_CSV))
 
 
+@requires_real_data
 def test_content_hash_is_canonical() -> None:
     frame = read_bars(SPY_CSV).frame
     sha = content_sha256(frame)
@@ -36,6 +37,7 @@ def test_content_hash_is_canonical() -> None:
     assert content_sha256(frame[["open", "high", "low", "volume", "close"]]) != sha  # column order matters
 
 
+@requires_real_data
 def test_build_registers_and_round_trips(engine: sa.Engine) -> None:
     import_real(engine)
     built, created = registry.build_dataset(engine, "SPY", vix="VIX")
@@ -60,6 +62,7 @@ def test_build_registers_and_round_trips(engine: sa.Engine) -> None:
     assert count_rows(engine.url.render_as_string(hide_password=False), "datasets") == 1
 
 
+@requires_real_data
 def test_changed_input_makes_a_new_version(engine: sa.Engine) -> None:
     full = read_bars(SPY_CSV)
     registry.register_series(engine, "SPY", Bars(full.frame.iloc[:-250]), source="first part")
@@ -77,6 +80,7 @@ def test_changed_input_makes_a_new_version(engine: sa.Engine) -> None:
     assert names == [("spy-a25", 1), ("spy-a25", 2)]
 
 
+@requires_real_data
 def test_load_refuses_unknown_and_tampered(engine: sa.Engine) -> None:
     import_real(engine)
     built, _ = registry.build_dataset(engine, "SPY")
@@ -92,6 +96,7 @@ def test_load_refuses_unknown_and_tampered(engine: sa.Engine) -> None:
         registry.load_dataset(engine, "spy-a25")
 
 
+@requires_real_data
 def test_build_needs_registered_series_with_volume(engine: sa.Engine) -> None:
     with pytest.raises(UserError, match="no series 'SPY' registered: import it first"):
         registry.build_dataset(engine, "SPY")
@@ -102,6 +107,7 @@ def test_build_needs_registered_series_with_volume(engine: sa.Engine) -> None:
         registry.build_dataset(engine, "SPY", tier="b99")
 
 
+@requires_real_data
 def test_cli_build_is_stable_across_processes(
     initialised_db: str, engine: sa.Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:

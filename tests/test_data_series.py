@@ -9,10 +9,11 @@ import pytest
 from coordinator.data import series
 from coordinator.data.synth import synthetic_bars, synthetic_series
 from coordinator.errors import UserError
-from tests.conftest import SPY_CSV, VIX_CSV
+from tests.conftest import SPY_CSV, VIX_CSV, requires_real_data
 from tests.data_helpers import count_rows, run_cli
 
 
+@requires_real_data
 def test_real_spy_imports_once(initialised_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, "--database-url", initialised_db, "data", "import", "SPY", str(SPY_CSV))
     assert code == 0, err
@@ -24,6 +25,7 @@ def test_real_spy_imports_once(initialised_db: str, capsys: pytest.CaptureFixtur
     assert count_rows(initialised_db, "series") == 1
 
 
+@requires_real_data
 def test_real_spy_is_canonical() -> None:
     bars = series.read_bars(SPY_CSV)
     frame = bars.frame
@@ -36,6 +38,7 @@ def test_real_spy_is_canonical() -> None:
     assert bars.repaired_rows == 0
 
 
+@requires_real_data
 def test_vix_inconsistent_ohlc_needs_repair(initialised_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, "--database-url", initialised_db, "data", "import", "VIX", str(VIX_CSV))
     assert code == 2
@@ -49,6 +52,7 @@ def test_vix_inconsistent_ohlc_needs_repair(initialised_db: str, capsys: pytest.
     assert "registered VIX v1: 9235 rows, 1990-01-02 .. 2026-07-23, no volume, 47 repaired rows" in out
 
 
+@requires_real_data
 def test_repair_widens_only_the_bad_rows() -> None:
     raw = pd.read_csv(VIX_CSV)
     bars = series.read_bars(VIX_CSV, repair_ohlc=True)
@@ -68,6 +72,7 @@ def spy_head(rows: int = 300) -> pd.DataFrame:
     return pd.read_csv(SPY_CSV).head(rows)
 
 
+@requires_real_data
 def test_other_layouts_give_the_same_content(tmp_path) -> None:
     head = spy_head()
     reference = series.content_sha256(series.validate_bars(head).frame)
@@ -129,6 +134,7 @@ BAD_INPUTS = {
 }
 
 
+@requires_real_data
 def test_bad_input_is_one_line_and_registers_nothing(
     tmp_path, initialised_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,7 +13,7 @@ from coordinator.data.series import content_sha256, read_bars
 from coordinator.data.splits import Splits, default_splits
 from coordinator.data.synth import synthetic_series
 from coordinator.errors import UserError
-from tests.conftest import SPY_CSV
+from tests.conftest import SPY_CSV, requires_real_data
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,7 @@ def dataset() -> registry.Dataset:
     return registry.Dataset("spy-a25", 1, content_sha256(frame), frame, list(frame.columns), meta)
 
 
+@requires_real_data
 def test_default_splits_follow_the_data(dataset: registry.Dataset) -> None:
     dates = dataset.frame.index
     splits = default_splits(dates)
@@ -40,6 +41,7 @@ def test_overlapping_splits_are_refused() -> None:
         Splits(train=("2019-01-01", "2019-12-31"), val=("2020-13-01", "2020-01-10"), test=("2020-02-10", "2020-12-31"))
 
 
+@requires_real_data
 @pytest.mark.parametrize("horizon", [1, 3, 5])
 def test_every_sample_is_contained_in_its_split(dataset: registry.Dataset, horizon: int) -> None:
     splits = default_splits(dataset.frame.index)
@@ -64,6 +66,7 @@ def test_every_sample_is_contained_in_its_split(dataset: registry.Dataset, horiz
         seen |= set(t.tolist())
 
 
+@requires_real_data
 def test_gate_too_few_validation_samples(dataset: registry.Dataset) -> None:
     dates = dataset.frame.index
     iso = [d.strftime("%Y-%m-%d") for d in dates]
@@ -75,6 +78,7 @@ def test_gate_too_few_validation_samples(dataset: registry.Dataset) -> None:
     make_samples(dataset, 1, splits)  # 200 samples at horizon 1: allowed
 
 
+@requires_real_data
 def test_gate_one_class_split_names_it(dataset: registry.Dataset) -> None:
     frame = dataset.frame.copy()
     splits = default_splits(frame.index)

@@ -18,7 +18,7 @@ from coordinator.data.registry import dataset_from_file
 from coordinator.data.samples import Samples, make_samples
 from coordinator.data.splits import default_splits
 from coordinator.search_space import Architecture, TrialConfig
-from tests.conftest import REPO, SPY_CSV
+from tests.conftest import REPO, SPY_CSV, requires_real_data
 
 torch = pytest.importorskip("torch")
 import worker.train as train_module  # noqa: E402
@@ -237,6 +237,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_batch(
         train(config, planted)
 
 
+@requires_real_data
 def test_real_spy_tiny_model_trains_with_finite_metrics() -> None:
     samples = spy_samples(horizon=3)
     config = small_config(n_features=len(samples.input_columns), max_epochs=2, learning_rate=1e-3)
@@ -251,6 +252,7 @@ def test_real_spy_tiny_model_trains_with_finite_metrics() -> None:
     assert result.n_params == config.architecture.n_params
 
 
+@requires_real_data
 def test_training_benchmark_runs(tmp_path: Path) -> None:
     """bench/training.py end to end on its smallest budget (it must keep working, on CPU and CUDA)."""
     out = tmp_path / "bench.json"

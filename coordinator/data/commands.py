@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.app import OutputFormat, open_engine, progress_bar
+from coordinator.app import OutputFormat, open_engine, progress_bar, require_extra
 from coordinator.data import features, registry, series
 from coordinator.data.labels import positive_rate, threshold_label
 from coordinator.data.synth import synthetic_series
@@ -80,6 +80,7 @@ def fetch_command(
     repair_ohlc: RepairOhlc = False,
 ) -> None:
     """Download full daily histories with yfinance; registers nothing unless every download works."""
+    require_extra("yfinance", "fetch", "`data fetch`")
     fetched = [(registry.normalise_symbol(s), series.fetch_bars(s, repair_ohlc=repair_ohlc)) for s in symbols]
     engine = engine_for(ctx)
     try:

@@ -63,10 +63,9 @@ def fetch_into(folder: Path, say: object = print) -> None:
     """Download SPY and ^VIX, validate them like an import, write SPY.csv and VIX.csv (both or neither)."""
     from coordinator.data.series import fetch_bars
 
-    try:
-        import yfinance  # noqa: F401
-    except ImportError:
-        raise UserError("yfinance is not installed (pip install 'scalesweep[fetch]')") from None
+    from coordinator.app import require_extra
+
+    require_extra("yfinance", "fetch", "downloading SPY and ^VIX")
     say(f"no real data in {real_data_dir()}: downloading SPY and ^VIX with yfinance into {folder}")  # type: ignore[operator]
     fetched = {name: with_timeout(lambda s=symbol, n=name: fetch_bars(s, repair_ohlc=(n == "VIX")), symbol)
                for name, symbol in YAHOO_SYMBOLS.items()}
