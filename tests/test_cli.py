@@ -245,3 +245,27 @@ def test_local_resumes_the_dataset_its_studies_use(engine: sa.Engine, populated:
         conn.execute(sa.text("UPDATE study_specs SET dataset_name = 'syn-a25' WHERE study_name = 'spy-a25-thr1pct-2M-h3'"))
     with pytest.raises(UserError, match=r"the existing studies use 2 datasets \(spy-a25:1, syn-a25:1\)"):
         choose_dataset(engine, None)
+
+
+def test_dashboard_serves_the_same_database_on_localhost(populated: str) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "dashboard", "--port", str(port), "--database-url", populated],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline, body = time.monotonic() + 120, None
+        while time.monotonic() < deadline and proc.poll() is None and body is None:
+            try:
+                body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read())
+            except OSError:
+                time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert body is not None, proc.stderr.read() if proc.stderr else ""
+    assert {s["study_name"] for s in body["study_summaries"]} == {
+        "spy-a25-thr1pct-2M-h3", "spy-a25-thr1pct-20M-h1", "spy-a25-thr1pct-200M-h5"}
