@@ -181,14 +181,20 @@ def test_reader_can_select_every_view_and_write_nothing(engine: sa.Engine, initi
     assert counts[0].specs == 3 and counts[0].fake == 0
 
 
-def test_reader_sees_tables_created_after_init(engine: sa.Engine, initialised_db: str) -> None:
+def test_reader_reads_the_read_model_only_including_views_of_a_later_init(engine: sa.Engine, initialised_db: str) -> None:
+    """SELECT is granted on the read model (views re-created by every `db init`), not on every table:
+    a table created later stays private until it is part of the read model."""
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE later_results (x int)")
         conn.exec_driver_sql("INSERT INTO later_results VALUES (7)")
+    db.init_db(initialised_db)  # drops and re-creates the views: their grants come back with them
     reader = sa.create_engine(reader_url(initialised_db), poolclass=sa.pool.NullPool)
     try:
         with reader.connect() as conn:
-            assert conn.execute(sa.text("SELECT x FROM later_results")).scalar() == 7
+            for view in VIEWS:
+                conn.execute(sa.text(f"SELECT count(*) FROM {view}")).scalar()
+        with reader.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            conn.execute(sa.text("SELECT x FROM later_results"))
     finally:
         reader.dispose()
 
