@@ -88,6 +88,14 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
+class Device(StrEnum):
+    """Where a worker trains: auto takes a leased GPU when one is visible, else the CPU."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
     """'1 worker', '2 workers'."""
     return f"{count} {noun if count == 1 else (plural_noun or noun + 's')}"

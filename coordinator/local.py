@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -34,7 +33,7 @@ from rich.live import Live
 from rich.table import Table
 
 from coordinator import db, records
-from coordinator.app import database_url, plural
+from coordinator.app import Device, database_url, plural
 from coordinator.datasets import resolve_dataset
 from coordinator.errors import UserError
 from coordinator.studies import MatrixRequest, PresetName, run_create_studies
@@ -45,12 +44,6 @@ INTERRUPTED_EXIT = 130  # the shell's code for "stopped by Ctrl-C"
 
 # Progress and messages go to stderr.
 console = Console(stderr=True)
-
-
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 def local_command(

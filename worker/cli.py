@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from coordinator import db
-from coordinator.app import run_app
+from coordinator.app import Device, run_app
 from coordinator.trials import Liveness
 
 app = typer.Typer(name="worker", pretty_exceptions_enable=False, add_completion=False)
@@ -23,7 +23,7 @@ def work(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=f"SQLAlchemy URL; default ${db.ENV_URL}, else the embedded PostgreSQL.")] = None,
     studies: Annotated[Optional[str], typer.Option("--studies", help="Only studies whose name matches this glob, e.g. '*-h1'.")] = None,
     max_trials: Annotated[Optional[int], typer.Option("--max-trials", min=1, help="Stop after this many trials.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto (a leased GPU when one is visible).")] = "auto",
+    device: Annotated[Device, typer.Option("--device", help="auto: a leased GPU when one is visible, else the CPU.")] = Device.auto,
     worker_id: Annotated[Optional[str], typer.Option("--worker-id", help="Name stored on every trial; default HOST-PID.")] = None,
     synthetic: Annotated[Optional[float], typer.Option("--synthetic", min=0.0, help="Sleep this many seconds instead of training (tests, benchmarks).")] = None,
     heartbeat_interval: Annotated[Optional[int], typer.Option("--heartbeat-interval", min=1, help="Seconds between heartbeats; default $SCALESWEEP_HEARTBEAT_S or 5.")] = None,
@@ -41,7 +41,7 @@ def work(
         url=db.resolve_url(database_url),
         studies=studies,
         max_trials=max_trials,
-        device=device,
+        device=device.value,
         worker_id=name,
         synthetic=synthetic,
         liveness=Liveness.from_env(heartbeat_interval, grace_period, max_retry),
