@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 # The real series (SPY.csv, VIX.csv): read by `make run`, the tests and the benchmarks.
-SCALESWEEP_DATA ?= ../shared/data
+SCALESWEEP_DATA ?= $(abspath ../shared/data)
 export SCALESWEEP_DATA
 # Exact versions of everything below (torch's line is satisfied by the CPU build installed first).
 LOCK := requirements.lock

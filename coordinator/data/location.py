@@ -28,7 +28,7 @@ YAHOO_SYMBOLS = {"SPY": "SPY", "VIX": "^VIX"}
 def real_data_dir() -> Path:
     """The folder of real series: $SCALESWEEP_DATA, default ../shared/data beside the repository."""
     value = os.environ.get(ENV_DATA)
-    return Path(value).expanduser().absolute() if value else DEFAULT_DATA
+    return Path(value).expanduser().resolve() if value else DEFAULT_DATA
 
 
 @dataclass(frozen=True)
