@@ -35,3 +35,42 @@ def test_the_data_folder_is_one_setting(monkeypatch) -> None:
     assert real_data_dir() == Path("/somewhere/else")
     monkeypatch.delenv(ENV_DATA)
     assert real_data_dir() == REPO.parent / "shared" / "data"
+
+
+def test_real_data_is_fetched_once_into_the_cache_and_validated(tmp_path: Path, monkeypatch) -> None:
+    """Without the shared folder, SPY and ^VIX come from Yahoo (here: a stand-in for the network with
+    yfinance's layout) into data/, validated like an import; the next run reads the cache."""
+    from coordinator.data import location, series
+    from coordinator.data.synth import synthetic_series
+
+    calls = []
+
+    def yahoo(symbol: str):
+        calls.append(symbol)
+        frame = synthetic_series(400, seed=len(calls)).frame
+        out = frame.rename(columns=str.capitalize)
+        out.index = out.index.tz_localize("America/New_York").rename("Date")
+        return out
+
+    monkeypatch.setenv(ENV_DATA, str(tmp_path / "absent"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(series, "yfinance_history", yahoo)
+    said: list[str] = []
+    found = location.find_real_bars(say=said.append)
+    assert found is not None and calls == ["SPY", "^VIX"] and "fetched now" in found.origin
+    assert found.spy == tmp_path / "data" / "SPY.csv" and found.vix == tmp_path / "data" / "VIX.csv"
+    assert len(series.read_bars(found.spy).frame) == 400  # what was written reads back as valid bars
+    again = location.find_real_bars(say=said.append)
+    assert again is not None and "fetched earlier" in again.origin and calls == ["SPY", "^VIX"]
+
+    def broken(symbol: str):
+        frame = yahoo(symbol)
+        frame.iloc[5, frame.columns.get_loc("Close")] = -1.0  # a bad download is refused, nothing is cached
+        return frame
+
+    (tmp_path / "data" / "SPY.csv").unlink()
+    (tmp_path / "data" / "VIX.csv").unlink()
+    monkeypatch.setattr(series, "yfinance_history", broken)
+    assert location.find_real_bars(say=said.append) is None
+    assert not (tmp_path / "data" / "SPY.csv").exists()
+    assert any("could not fetch real data" in line and "non-positive close" in line for line in said)

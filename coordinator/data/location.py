@@ -61,14 +61,16 @@ def find_real_bars(allow_fetch: bool = True, say: object = print) -> RealBars | 
 
 def fetch_into(folder: Path, say: object = print) -> None:
     """Download SPY and ^VIX, validate them like an import, write SPY.csv and VIX.csv (both or neither)."""
-    from coordinator.data.series import fetch_bars
+    from coordinator.data import series
 
     from coordinator.app import require_extra
 
     require_extra("yfinance", "fetch", "downloading SPY and ^VIX")
     say(f"no real data in {real_data_dir()}: downloading SPY and ^VIX with yfinance into {folder}")  # type: ignore[operator]
-    fetched = {name: with_timeout(lambda s=symbol, n=name: fetch_bars(s, repair_ohlc=(n == "VIX")), symbol)
-               for name, symbol in YAHOO_SYMBOLS.items()}
+    fetched = {
+        name: with_timeout(lambda s=symbol, n=name: series.fetch_bars(s, repair_ohlc=(n == "VIX"), download=series.yfinance_history), symbol)
+        for name, symbol in YAHOO_SYMBOLS.items()
+    }
     folder.mkdir(parents=True, exist_ok=True)
     for name, bars in fetched.items():
         partial = folder / f".{name}.csv.partial"
