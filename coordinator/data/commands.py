@@ -16,6 +16,7 @@ from coordinator.app import OutputFormat, open_engine, progress_bar, require_ext
 from coordinator.data import features, registry, series
 from coordinator.data.labels import positive_rate, threshold_label
 from coordinator.data.synth import synthetic_series
+from coordinator.errors import UserError
 
 SUMMARY_HORIZONS = (1, 3, 5)
 SUMMARY_THRESHOLD = 0.01
@@ -96,7 +97,7 @@ def fetch_command(
 def synth_command(
     ctx: typer.Context,
     symbol: Annotated[str, typer.Argument(help="Symbol to register the synthetic series under.")],
-    days: Annotated[int, typer.Option("--days", min=300, help="Number of business days.")] = 2500,
+    days: Annotated[int, typer.Option("--days", min=300, max=100_000, help="Number of business days (300..100000).")] = 2500,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same bars.")] = 0,
 ) -> None:
     """Register a seeded synthetic market (GARCH volatility clustering, OHLCV)."""
@@ -138,8 +139,6 @@ def tier_parts(tier: str | None, vix: str | None) -> tuple[str, bool]:
     base, _, extra = tier.partition("-")
     with_vix = extra == "vix8"
     if vix is not None and not with_vix:
-        from coordinator.errors import UserError
-
         raise UserError(f"--tier {tier} has no VIX features: use --tier {base}-vix8 with --vix {vix}")
     return base, with_vix
 
