@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from coordinator.metrics import binary_metrics
-from coordinator.params import count_params
+from coordinator.architecture import count_params
 from coordinator.search_space import TrialConfig
 from worker.model import PatchTST, n_params
 
