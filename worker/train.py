@@ -56,7 +56,9 @@ COLLAPSE_STD = 1e-4  # val predictions whose std (in probability) stays below th
 NAN_CHECK_EVERY = 10  # optimizer steps between checks of the running loss (each check syncs the GPU)
 EVAL_BATCH_FACTOR = 4  # evaluation keeps no activations, so it can use a larger batch
 STEP_MODES = ("auto", "eager", "cuda_graph")
-OPTIMIZERS = ("fused", "foreach")  # how AdamW and the gradient clip run; None picks by device
+# How AdamW and the gradient clip run: "default" is PyTorch's choice (foreach on CUDA, a loop over
+# tensors on CPU), kept so benchmarks can show the path this trainer used before; None picks by device.
+OPTIMIZERS = ("fused", "foreach", "default")
 GRAPH_WARMUP_STEPS = 3  # eager steps before capture (AdamW state, cuBLAS workspaces, allocator)
 GRAPH_PROBE_STEPS = 3  # timed replays compared with the timed eager steps
 GRAPH_MIN_GAIN = 0.9  # keep the graph when a replay takes under 90% of an eager step
@@ -155,7 +157,9 @@ def make_optimizer(
         device = next(model.parameters()).device
         lr = torch.tensor(learning_rate, dtype=torch.float32, device=device)
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True, capturable=True)
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95), foreach=True)
+    if implementation == "foreach":
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95), foreach=True)
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -167,9 +171,9 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
-def clip_gradients(model: torch.nn.Module, max_norm: float) -> None:
-    """Global-norm clip with the foreach kernels: no host sync, so it can be captured in a graph."""
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
+def clip_gradients(model: torch.nn.Module, max_norm: float, foreach: bool | None = True) -> None:
+    """Global-norm clip, by default with the foreach kernels: no host sync, so a graph can capture it."""
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=foreach)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -287,6 +291,7 @@ def train_model(
         raise RuntimeError(f"model has {n_params(model)} parameters, count_params says {count_params(arch)}")
     forward = torch.compile(model) if compile else model
     adamw = make_optimizer(model, config.learning_rate, config.weight_decay, implementation=implementation)
+    clip_foreach = None if implementation == "default" else True
     # No cast cache: each weight is cast once per forward anyway, and a captured graph must not
     # keep casts made outside it.
     autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=on_cuda, cache_enabled=False)
@@ -314,7 +319,7 @@ def train_model(
     def step_body(batch: torch.Tensor) -> torch.Tensor:
         """Backward, clip, AdamW: what a CUDA graph captures (gradients were set to None before)."""
         loss = backward_batch(batch)
-        clip_gradients(model, config.grad_clip)
+        clip_gradients(model, config.grad_clip, clip_foreach)
         adamw.step()
         return loss
 
@@ -329,7 +334,7 @@ def train_model(
                 if not is_out_of_memory(exc):
                     raise
                 micro = halve_micro_batch(micro, dev, "training")
-        clip_gradients(model, config.grad_clip)
+        clip_gradients(model, config.grad_clip, clip_foreach)
         try:
             adamw.step()
         except RuntimeError as exc:  # AdamW allocates its state (2 x parameters) on the first step
