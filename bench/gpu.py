@@ -121,6 +121,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         overrides["share_levels"] = tuple(int(x) for x in args.share_levels.split(",") if x)
     if args.share_seconds:
         overrides["share_seconds"] = args.share_seconds
+    if args.breakdown_budget:
+        overrides["breakdown_budget"] = args.breakdown_budget
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
     return dataclasses.replace(plan, **overrides)
 
 
@@ -557,7 +561,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['budget']} | {r['shape']} d{r['d_model']} L{r['n_layers']} h{r['n_heads']} | {r['params'] / 1e6:.2f}M | {r['batch']} "
             f"| {r['variant']} | {r['step_mode']} | {fmt(r['step_ms_eager'], '.1f')} / {fmt(r['step_ms_graph'], '.1f')} "
-            f"| {r['s_per_epoch']:.2f} | {r['samples_per_s']:,.0f} | {r['tflops']:.3g} | {fmt(None if r['mfu'] is None else 100 * r['mfu'], '.1f')}% "
+            f"| {r['s_per_epoch']:.2f} | {r['samples_per_s']:,.0f} | {r['tflops']:.3g} | {'-' if r['mfu'] is None else format(100 * r['mfu'], '.1f') + '%'} "
             f"| {r['matmul_tflops']:.3g} | {100 * r['of_matmul']:.1f}% | {r['peak_gb']:.2f} |"
         )
     b = result.get("breakdown")
@@ -627,6 +631,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds (CPU) or about two minutes (GPU)")
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="the SPY daily bars")
     parser.add_argument("--budgets", default=None, help="comma-separated budgets for the shape table")
+    parser.add_argument("--breakdown-budget", default=None, help="budget whose widest shape the step breakdown times")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch of the shapes and the breakdown")
     parser.add_argument("--parts", default="shapes,breakdown,share,oom", help="which parts to run")
     parser.add_argument("--share-levels", default=None, help="workers per device to try, e.g. 1,2,4,8")
     parser.add_argument("--share-seconds", type=float, default=None, help="time limit of each share level")
@@ -661,23 +667,31 @@ def main() -> None:
         },
         "flop_count": "6 x multiply-adds per token x 11 patches per training sample; see the module doc",
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> str:
+        """Write what is measured so far: a run stopped by a time limit keeps its finished parts."""
+        result["projection"] = projection(result["shapes"], result.get("share"), plan)
+        result["errors"] = errors
+        result["wall_s"] = time.perf_counter() - started
+        (args.out / "gpu.json").write_text(json.dumps(result, indent=2, default=str))
+        report = markdown(result)
+        (args.out / "gpu.md").write_text(report)
+        return report
+
+    result["shapes"] = []
     if "shapes" in parts:
         result["shapes"] = guarded("shapes", lambda: bench_shapes(samples, plan, peak), errors) or []
-    else:
-        result["shapes"] = []
+        save()
     if "breakdown" in parts:
         result["breakdown"] = guarded("breakdown", lambda: bench_breakdown(samples, plan), errors)
+        save()
     if "oom" in parts:
         result["oom"] = guarded("oom", lambda: bench_oom(samples, plan), errors) or {"error": errors.get("oom")}
+        save()
     if "share" in parts and plan.share_levels:
         result["share"] = guarded("share", lambda: bench_share(args.csv, plan, args.database_url), errors) or {"error": errors.get("share")}
-    result["projection"] = projection(result["shapes"], result.get("share"), plan)
-    result["errors"] = errors
-    result["wall_s"] = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu.json").write_text(json.dumps(result, indent=2, default=str))
-    report = markdown(result)
-    (args.out / "gpu.md").write_text(report)
+    report = save()
     print(report)
     if errors:
         print(f"parts that failed: {', '.join(errors)} (see gpu.json 'errors')", file=sys.stderr)

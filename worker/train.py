@@ -271,10 +271,10 @@ def train_model(
     started = time.perf_counter()
     dev = torch.device(device)
     on_cuda = dev.type == "cuda"
-    if step_mode == "cuda_graph" and (not on_cuda or compile):
-        raise ValueError("step_mode 'cuda_graph' needs a CUDA device and no torch.compile")
     maximize = OBJECTIVES[objective] == "maximize"
     implementation = optimizer or default_optimizer(dev)
+    if step_mode == "cuda_graph" and (not on_cuda or compile or implementation != "fused"):
+        raise ValueError("step_mode 'cuda_graph' needs a CUDA device, the fused optimizer and no torch.compile")
     torch.manual_seed(config.seed)
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(dev)
@@ -347,7 +347,8 @@ def train_model(
     # stream (as graph capture requires), timed; then the step is captured and replayed, timed; in
     # "auto" the graph is kept only if a replay is clearly faster. Accumulating micro-batches (after
     # an out-of-memory) always runs eagerly.
-    mode = "compiled" if compile else ("probing" if on_cuda and step_mode != "eager" else "eager")
+    can_capture = on_cuda and step_mode != "eager" and implementation == "fused"  # capturable AdamW only
+    mode = "compiled" if compile else ("probing" if can_capture else "eager")
     graph: CapturedStep | None = None
     graph_error: str | None = None
     eager_times: list[float] = []
@@ -493,8 +494,8 @@ def train_model(
             f"collapsed: validation predictions at the best epoch {best_epoch} are constant "
             f"(std {best['pred_std']:.2e} < {COLLAPSE_STD:g})"
         )
-    if mode == "probing":  # the trial ended before the probe did: it ran eagerly
-        mode = "eager"
+    if mode == "probing":  # the trial ended before the probe decided: say what its steps mostly were
+        mode = "cuda_graph" if graph is not None else "eager"
     values_used = {
         **config.training_values(),
         "micro_batch": micro,
