@@ -30,7 +30,7 @@ It writes DIR/gpu.json and DIR/gpu.md and prints the Markdown. Parts (each in th
    Aggregate trials/hour, per-trial seconds and epochs run (early stopping), the step modes trials
    chose, and the lease table (device_leases) as seen while they ran. Each level stops at
    --share-seconds; trials still running then are not counted.
-4. oom: the 2B widest shape at a micro-batch too large for the card, recovered by halving (the
+4. oom: the 2B deepest shape at a micro-batch too large for the card, recovered by halving (the
    values used are recorded). CPU: skipped (tests/test_train.py simulates it).
 5. projection: GPU-hours of the default matrix (4 budgets x 3 horizons x 50 trials, plus one final
    evaluation run per study), per budget: trials x epochs per trial x s/epoch / share speed-up. See
@@ -394,11 +394,11 @@ class Service:
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
 
 
-def bench_share(csv: Path, plan: Plan, database_url: str | None) -> dict[str, Any]:
+def bench_share(csv: Path, plan: Plan, database_url: str | None, on_level: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Part 3: N real workers on one device at --gpu-share N, one fresh study per N."""
     workdir = Path(tempfile.mkdtemp(prefix="scalesweep-gpu-bench-"))
     service = Service(database_url, workdir)
-    levels = []
+    levels: list[dict[str, Any]] = []
     try:
         service.cli("coordinator", "db", "init")
         service.cli("coordinator", "data", "import", "SPY", str(csv))
@@ -406,6 +406,7 @@ def bench_share(csv: Path, plan: Plan, database_url: str | None) -> dict[str, An
         run_tag = datetime.datetime.now(datetime.UTC).strftime("%H%M%S")
         for n in plan.share_levels:
             levels.append(share_level(service, plan, n, f"gpubench{run_tag}n{n}"))
+            on_level({"levels": levels, "embedded_db": service.embedded})
             print(f"  share {n}: {levels[-1]['trials_per_hour']:.0f} trials/hour ({levels[-1]['finished']} finished)", flush=True)
     finally:
         service.stop()
@@ -475,10 +476,11 @@ def share_level(service: Service, plan: Plan, n: int, suffix: str) -> dict[str, 
 
 
 def bench_oom(samples: Samples, plan: Plan) -> dict[str, Any]:
-    """Part 4: the 2B widest shape at a micro-batch that cannot fit, recovered by halving."""
+    """Part 4: the 2B deepest shape (the most activation memory per sample) at a batch of 4096,
+    whose activations alone exceed an H100's or H200's memory, recovered by halving."""
     if plan.oom_batch is None:
         return {"skipped": "no real out-of-memory on CPU; tests/test_train.py simulates one and checks the halving"}
-    arch = extremes("2B", len(samples.input_columns))["widest"]
+    arch = extremes("2B", len(samples.input_columns))["deepest"]
     data = subset(samples, plan.oom_batch, 256)
     started = time.perf_counter()
     result = train_module.train(bench_config(arch, plan.oom_batch, epochs=1), data, device=plan.device)
@@ -590,15 +592,15 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {lv['workers']} | {lv['finished']}/{lv['target_trials']} | {lv['elapsed_s']:.0f} | {lv['trials_per_hour']:.0f} "
                 f"| {fmt(t['min'], '.0f')}/{fmt(t['median'], '.0f')}/{fmt(t['max'], '.0f')} | {lv['epochs_run']} | {', '.join(lv['step_modes'])} | {leases} |"
             )
-    elif s:
-        lines += ["", f"Share run: {s.get('skipped') or s.get('error')}"]
+    if s and s.get("error"):
+        lines += ["", f"Share run stopped: {s['error']}"]
     o = result.get("oom")
     if o:
         lines += ["", "## Out of memory recovered by halving", ""]
     if o and ("skipped" in o or "error" in o):
         lines.append(f"not measured: {o.get('skipped') or o.get('error')}")
     elif o:
-        lines.append(f"2B widest d{o['d_model']} L{o['n_layers']}, batch {o['batch']}: {o['halvings']} halvings to micro-batch "
+        lines.append(f"2B deepest d{o['d_model']} L{o['n_layers']}, batch {o['batch']}: {o['halvings']} halvings to micro-batch "
                      f"{o['micro_batch']} x {o['grad_accum']} accumulated, peak {o['peak_gb']:.1f} GB, {o['seconds']:.1f} s")
     p = result.get("projection")
     if p:
@@ -690,7 +692,12 @@ def main() -> None:
         result["oom"] = guarded("oom", lambda: bench_oom(samples, plan), errors) or {"error": errors.get("oom")}
         save()
     if "share" in parts and plan.share_levels:
-        result["share"] = guarded("share", lambda: bench_share(args.csv, plan, args.database_url), errors) or {"error": errors.get("share")}
+        def level_done(partial: dict[str, Any]) -> None:
+            result["share"] = partial
+            save()
+
+        share = guarded("share", lambda: bench_share(args.csv, plan, args.database_url, level_done), errors)
+        result["share"] = share or {**result.get("share", {}), "error": errors.get("share")}
     report = save()
     print(report)
     if errors:
