@@ -526,10 +526,14 @@ def projection(shapes: list[dict[str, Any]], share: dict[str, Any] | None, plan:
         if not after:
             continue
         s_epoch = float(np.mean([r["s_per_epoch"] for r in after]))
+        by_shape = {r["shape"]: r["samples_per_s"] for r in after}
+        # The goal: every budget's deepest shape within 3x of its widest in samples/s.
+        wide_over_deep = by_shape["widest"] / by_shape["deepest"] if len(by_shape) == 2 else None
         shared = speedup if budget == plan.share_budget else 1.0
         hours = trials * epochs * s_epoch / shared / 3600
         rows.append({"budget": budget, "trials": trials, "epochs_per_trial": epochs, "s_per_epoch": s_epoch,
-                     "share_speedup": shared, "gpu_hours": hours, "gpu_hours_batch_mix": hours * mix})
+                     "share_speedup": shared, "gpu_hours": hours, "gpu_hours_batch_mix": hours * mix,
+                     "widest_over_deepest_samples_per_s": wide_over_deep})
     total = sum(r["gpu_hours"] for r in rows)
     return {
         "rows": rows,
@@ -605,11 +609,12 @@ def markdown(result: dict[str, Any]) -> str:
     p = result.get("projection")
     if p:
         lines += ["", f"## Default matrix projection (epochs per trial: {p['epochs_source']})", "",
-                  "| budget | trials | epochs/trial | s/epoch | share speed-up | GPU-hours | with batch mix |", "|---|---|---|---|---|---|---|"]
+                  "| budget | trials | epochs/trial | s/epoch | share speed-up | GPU-hours | with batch mix | widest/deepest samples/s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in p["rows"]:
             lines.append(f"| {r['budget']} | {r['trials']} | {r['epochs_per_trial']:.1f} | {r['s_per_epoch']:.2f} | {r['share_speedup']:.2f} "
-                         f"| {r['gpu_hours']:.2f} | {r['gpu_hours_batch_mix']:.2f} |")
-        lines.append(f"| total | | | | | {p['total_gpu_hours']:.2f} | {p['total_gpu_hours_batch_mix']:.2f} (goal {p['goal_gpu_hours']:g}) |")
+                         f"| {r['gpu_hours']:.2f} | {r['gpu_hours_batch_mix']:.2f} | {fmt(r['widest_over_deepest_samples_per_s'], '.1f')}x |")
+        lines.append(f"| total | | | | | {p['total_gpu_hours']:.2f} | {p['total_gpu_hours_batch_mix']:.2f} (goal {p['goal_gpu_hours']:g}) | goal ≤ 3x |")
     lines += ["", f"Whole run: {result['wall_s']:.0f} s."]
     return "\n".join(lines) + "\n"
 

@@ -54,8 +54,17 @@ def test_gpu_bench_quick_on_cpu(tmp_path: Path, db_url: str) -> None:
     (row,) = projection["rows"]
     assert projection["epochs_source"].startswith("schedule cap")  # synthetic trials say nothing about epochs
     assert row["gpu_hours"] == pytest.approx(3 * 51 * 30 * row["s_per_epoch"] / 3600)
+    assert row["widest_over_deepest_samples_per_s"] == pytest.approx(widest_after(shapes)["samples_per_s"] / deepest_after(shapes)["samples_per_s"])
     report = (out / "gpu.md").read_text()
     assert "| 100K | widest" in report and "Default matrix projection" in report and report in done.stdout
+
+
+def widest_after(shapes: list[dict]) -> dict:
+    return next(r for r in shapes if r["shape"] == "widest" and r["variant"] == "after")
+
+
+def deepest_after(shapes: list[dict]) -> dict:
+    return next(r for r in shapes if r["shape"] == "deepest" and r["variant"] == "after")
 
 
 def macs(row: dict) -> int:
