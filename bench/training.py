@@ -103,8 +103,9 @@ def bench_budget(samples: Samples, budget: int, args: argparse.Namespace) -> dic
         seed=0,
     )
     # Warm-up (allocator, kernels, torch.compile), then the timed run on `steps` batches.
-    train(config, subset(samples, 2 * args.batch_size), device=args.device, compile=args.compile)
-    result: TrialResult = train(config, subset(samples, args.steps * args.batch_size), device=args.device, compile=args.compile)
+    options = {"device": args.device, "compile": args.compile, "optimizer": args.optimizer, "step_mode": args.step_mode}
+    train(config, subset(samples, 2 * args.batch_size), **options)
+    result: TrialResult = train(config, subset(samples, args.steps * args.batch_size), **options)
     n_train = len(samples.index["train"])
     tflops = flops_per_sample(arch) * result.samples_per_s / 1e12
     peak = peak_tflops(result.device, args.peak_tflops)
@@ -124,6 +125,8 @@ def bench_budget(samples: Samples, budget: int, args: argparse.Namespace) -> dic
         "tflops": tflops,
         "mfu": tflops / peak if peak else None,
         "device": result.device,
+        "optimizer": result.values_used["optimizer"],
+        "step_mode": result.values_used["step_mode"],
         "threads": torch.get_num_threads(),
     }
 
@@ -138,6 +141,9 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--optimizer", default=None, choices=["fused", "foreach", "default"],
+                        help="AdamW and clip path (default: the trainer's choice for the device; 'default': PyTorch's, as before)")
+    parser.add_argument("--step-mode", default="auto", choices=["auto", "eager", "cuda_graph"], help="see worker.train")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by GPU name)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()

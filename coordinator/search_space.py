@@ -11,12 +11,17 @@ rebuilds exactly the space the study was created with. From it:
       d_model                  widths that have at least one feasible architecture
       ffn_ratio_d{d}           ratios that have a feasible depth at this width
       n_layers_d{d}_r{r}       depths within the budget at this width and ratio
-      n_heads_d{d}             head counts that divide d (head dim >= min_head_dim)
+      n_heads_d{d}             head counts that divide d (min_head_dim <= head dim <= max_head_dim)
+      revin                    RevIN on or off (per-window normalisation can hide the volatility
+                               level the label measures, so whether it helps is searched)
 
   Every branch is feasible by construction, so no sample is wasted and the sampler learns which
   width/depth/heads work (an ordinal index into a sorted list would hide that structure). The
   parameter names carry their parents because Optuna needs one fixed choice list per name.
-  Heads do not change the parameter count, so they only depend on the width.
+  Heads do not change the parameter count, so they only depend on the width. The head dimension
+  is capped at 256, the largest the fused (flash) attention kernels take; wider heads fall back to
+  the unfused attention. RevIN adds 2 x n_features parameters: an architecture is feasible only if
+  it is within budget with every RevIN choice.
 - `extreme_params(space)`: widest, deepest, fewest- and most-heads architectures as param dicts for
   `study.enqueue_trial`, so the sampler sees the corners of the space first.
 
@@ -37,7 +42,7 @@ import typer
 from coordinator.studies import PresetName
 
 from coordinator.errors import UserError
-from coordinator.params import count_params, n_patches
+from coordinator.architecture import Architecture, count_params
 
 if TYPE_CHECKING:
     import optuna
@@ -59,39 +64,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"max_epochs": 30, "patience": 5, "batch_sizes": (64, 128, 256)},
     "cpu-small": {"max_epochs": 3, "patience": 2, "batch_sizes": (64, 128)},
 }
-
-
-@dataclass(frozen=True)
-class Architecture:
-    d_model: int
-    n_layers: int
-    n_heads: int
-    d_ff: int
-    n_features: int
-    context: int = 60
-    patch_len: int = 10
-    stride: int = 5
-    revin: bool = True
-
-    def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"n_heads {self.n_heads} does not divide d_model {self.d_model}")
-        n_patches(self.context, self.patch_len, self.stride)  # raises for a patch longer than the context
-
-    @property
-    def n_params(self) -> int:
-        return count_params(self)
-
-    @property
-    def n_patches(self) -> int:
-        return n_patches(self.context, self.patch_len, self.stride)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Architecture:
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -130,12 +102,13 @@ class SearchSpace:
     context: int = 60
     patch_len: int = 10
     stride: int = 5
-    revin: bool = True
     d_models: tuple[int, ...] = REFERENCE_D_MODELS
     n_layers: tuple[int, ...] = REFERENCE_N_LAYERS
     n_heads: tuple[int, ...] = REFERENCE_N_HEADS
     ffn_ratios: tuple[int, ...] = FFN_RATIOS
     min_head_dim: int = 8
+    max_head_dim: int | None = 256  # None: no cap (specs written before the cap existed)
+    revin_choices: tuple[bool, ...] = (True, False)
     # Training values: (low, high) ranges; learning rate and weight decay are sampled log-uniformly.
     learning_rate: tuple[float, float] = (1e-5, 3e-3)
     weight_decay: tuple[float, float] = (1e-4, 0.3)
@@ -151,6 +124,8 @@ class SearchSpace:
             raise UserError("budget and number of features must be positive")
         if not 0 < self.tolerance < 1:
             raise UserError(f"budget tolerance must be in (0, 1), got {self.tolerance}")
+        if not self.revin_choices or len(set(self.revin_choices)) != len(self.revin_choices):
+            raise UserError(f"revin_choices must be distinct and non-empty, got {self.revin_choices}")
         for name in ("d_models", "n_layers", "n_heads", "ffn_ratios", "batch_sizes"):
             values = getattr(self, name)
             if not values or any(v <= 0 for v in values):
@@ -177,7 +152,7 @@ class SearchSpace:
     def within_budget(self, n_params: int) -> bool:
         return self.low <= n_params <= self.high
 
-    def architecture(self, d_model: int, n_layers: int, n_heads: int, ffn_ratio: int) -> Architecture:
+    def architecture(self, d_model: int, n_layers: int, n_heads: int, ffn_ratio: int, revin: bool = True) -> Architecture:
         return Architecture(
             d_model=d_model,
             n_layers=n_layers,
@@ -187,11 +162,12 @@ class SearchSpace:
             context=self.context,
             patch_len=self.patch_len,
             stride=self.stride,
-            revin=self.revin,
+            revin=revin,
         )
 
     def heads_for(self, d_model: int) -> list[int]:
-        return [h for h in self.n_heads if d_model % h == 0 and d_model // h >= self.min_head_dim]
+        cap = self.max_head_dim or d_model
+        return [h for h in self.n_heads if d_model % h == 0 and self.min_head_dim <= d_model // h <= cap]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (tuples become lists); from_dict(to_dict()) == self."""
@@ -199,6 +175,12 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        data = dict(data)
+        # Specs written before RevIN was searched carry one study-wide `revin` flag (on when absent),
+        # and had no head-dimension cap: they rebuild exactly the space they were created with.
+        if "revin_choices" not in data:
+            data["revin_choices"] = [bool(data.pop("revin", True))]
+        data.setdefault("max_head_dim", None)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -213,7 +195,7 @@ def default_search_space(
     preset: str = "reference",
     context: int = 60,
     tolerance: float = 0.25,
-    revin: bool = True,
+    revin_choices: tuple[bool, ...] = (True, False),
 ) -> SearchSpace:
     """The SPEC 2.6 grid for one budget; UserError when no grid architecture fits it."""
     if preset not in PRESETS:
@@ -227,7 +209,7 @@ def default_search_space(
         preset=preset,
         tolerance=tolerance,
         context=context,
-        revin=revin,
+        revin_choices=revin_choices,
         d_models=d_models,
         **PRESETS[preset],
     )
@@ -247,7 +229,12 @@ def _feasible_tree(space: SearchSpace) -> dict[int, dict[int, list[int]]]:
             continue
         for ratio in sorted(space.ffn_ratios):
             depths = [
-                n for n in sorted(space.n_layers) if space.within_budget(count_params(space.architecture(d, n, space.heads_for(d)[0], ratio)))
+                n
+                for n in sorted(space.n_layers)
+                if all(
+                    space.within_budget(count_params(space.architecture(d, n, space.heads_for(d)[0], ratio, revin)))
+                    for revin in space.revin_choices
+                )
             ]
             if depths:
                 tree.setdefault(d, {})[ratio] = depths
@@ -255,13 +242,15 @@ def _feasible_tree(space: SearchSpace) -> dict[int, dict[int, list[int]]]:
 
 
 def feasible_architectures(space: SearchSpace) -> list[Architecture]:
-    """Every grid architecture within budget, sorted by (d_model, ffn ratio, n_layers, n_heads)."""
+    """Every grid architecture within budget, sorted by (d_model, ffn ratio, n_layers, n_heads, RevIN
+    on first)."""
     return [
-        space.architecture(d, n, h, ratio)
+        space.architecture(d, n, h, ratio, revin)
         for d, ratios in _feasible_tree(space).items()
         for ratio, depths in ratios.items()
         for n in depths
         for h in space.heads_for(d)
+        for revin in sorted(space.revin_choices, reverse=True)
     ]
 
 
@@ -285,6 +274,7 @@ def arch_params(arch: Architecture) -> dict[str, int]:
         ffn_ratio_param(arch.d_model): ratio,
         n_layers_param(arch.d_model, ratio): arch.n_layers,
         n_heads_param(arch.d_model): arch.n_heads,
+        "revin": arch.revin,
     }
 
 
@@ -295,8 +285,9 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> TrialConfig:
     ratio = trial.suggest_categorical(ffn_ratio_param(d), list(tree[d]))
     n_layers = trial.suggest_categorical(n_layers_param(d, ratio), tree[d][ratio])
     n_heads = trial.suggest_categorical(n_heads_param(d), space.heads_for(d))
+    revin = trial.suggest_categorical("revin", list(space.revin_choices))
     return TrialConfig(
-        architecture=space.architecture(d, n_layers, n_heads, ratio),
+        architecture=space.architecture(d, n_layers, n_heads, ratio, revin),
         learning_rate=trial.suggest_float("learning_rate", *space.learning_rate, log=True),
         weight_decay=trial.suggest_float("weight_decay", *space.weight_decay, log=True),
         dropout=trial.suggest_float("dropout", *space.dropout),
@@ -316,7 +307,9 @@ def extreme_params(space: SearchSpace) -> list[dict[str, int]]:
     head dim is closest to 64 (the usual choice). Duplicates are dropped; training values are left
     to the sampler.
     """
-    archs = feasible_architectures(space)
+    # RevIN on (as before it was searched) when it is a choice: the corners are about shape.
+    preferred = True if True in space.revin_choices else space.revin_choices[0]
+    archs = [a for a in feasible_architectures(space) if a.revin == preferred]
 
     def closeness(a: Architecture) -> int:
         return abs(a.n_params - space.budget_params)
@@ -391,4 +384,4 @@ def search_space_command(
     typer.echo(f"{'budget':>7} {'feasible':>8} {'shapes':>6} {'min params':>14} {'max params':>14} {'d_model':>11} {'n_layers':>9}")
     for line in lines:
         typer.echo(line)
-    typer.echo("feasible: (d_model, d_ff, n_layers, n_heads) combinations; shapes: without the head count")
+    typer.echo("feasible: (d_model, d_ff, n_layers, n_heads, RevIN) combinations; shapes: without heads and RevIN")

@@ -28,7 +28,7 @@ from coordinator.search_space import (
     suggest,
 )
 
-ARCH_PARAM_PREFIXES = ("d_model", "ffn_ratio_", "n_layers_", "n_heads_")
+ARCH_PARAM_PREFIXES = ("d_model", "ffn_ratio_", "n_layers_", "n_heads_", "revin")
 TRAINING_PARAMS = ("learning_rate", "weight_decay", "dropout", "warmup_frac", "batch_size")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -47,7 +47,7 @@ def test_every_feasible_architecture_is_within_budget(label: str, n_features: in
     assert len(archs) >= 10, "too few architectures to search over"
     for arch in archs:
         assert within(space, arch), (label, arch)
-        assert arch.d_model % arch.n_heads == 0 and arch.d_model // arch.n_heads >= space.min_head_dim
+        assert arch.d_model % arch.n_heads == 0 and space.min_head_dim <= arch.d_model // arch.n_heads <= 256
         assert arch.d_ff // arch.d_model in space.ffn_ratios and arch.n_layers in space.n_layers
     # Nothing feasible was left out: every grid point within budget is listed.
     listed = {(a.d_model, a.d_ff, a.n_layers) for a in archs}
@@ -183,3 +183,37 @@ def test_search_space_command_prints_feasible_counts() -> None:
         assert int(rows[label][1]) == len(archs)
         assert int(rows[label][3].replace(",", "")) == min(a.n_params for a in archs)
         assert int(rows[label][4].replace(",", "")) == max(a.n_params for a in archs)
+
+
+def test_revin_is_searched_and_old_specs_keep_their_space() -> None:
+    space = default_search_space(parse_budget("2M"), 25)
+    assert space.revin_choices == (True, False) and space.to_dict()["revin_choices"] == [True, False]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    drawn = set()
+    for _ in range(20):
+        trial = study.ask()
+        config = suggest(trial, space)
+        assert trial.params["revin"] == config.architecture.revin
+        assert within(space, config.architecture)
+        drawn.add(config.architecture.revin)
+        study.tell(trial, 0.0)
+    assert drawn == {True, False}
+    # A spec written before RevIN was searched and before the head-dimension cap: one study-wide
+    # flag (absent means on), no cap. It rebuilds the space it was created with.
+    old = {k: v for k, v in space.to_dict().items() if k not in ("revin_choices", "max_head_dim")}
+    for stored, expected in (({}, (True,)), ({"revin": False}, (False,)), ({"revin": True}, (True,))):
+        loaded = SearchSpace.from_dict({**old, **stored})
+        assert loaded.revin_choices == expected and loaded.max_head_dim is None
+        assert {a.revin for a in feasible_architectures(loaded)} == set(expected)
+    old_2b = {k: v for k, v in default_search_space(parse_budget("2B"), 25).to_dict().items() if k != "max_head_dim"}
+    assert 1024 in {a.d_model // a.n_heads for a in feasible_architectures(SearchSpace.from_dict(old_2b))}
+    with pytest.raises(UserError, match="revin_choices"):
+        SearchSpace(budget_params=2_000_000, n_features=25, revin_choices=())
+
+
+def test_head_dimension_is_capped_for_fused_attention() -> None:
+    for label in DEFAULT_BUDGETS:
+        archs = feasible_architectures(default_search_space(parse_budget(label), 25))
+        assert max(a.d_model // a.n_heads for a in archs) <= 256, label
+    widths = {a.d_model: a for a in feasible_architectures(default_search_space(parse_budget("2B"), 25))}
+    assert 2048 in widths  # the widest shapes stay, with 8 or more heads

@@ -264,3 +264,53 @@ def test_training_benchmark_runs(tmp_path: Path) -> None:
     assert row["budget"] == "100K" and 75_000 <= row["n_params"] <= 125_000
     assert row["samples_per_s"] > 0 and row["s_per_epoch"] > 0 and row["peak_memory_mb"] > 0 and row["mfu"] is None
     assert "samples/s" in done.stdout
+
+
+def test_on_step_counts_every_optimizer_step_and_the_step_path_is_recorded(planted: Samples) -> None:
+    seen: list[int] = []
+    result = train(small_config(max_epochs=2, patience=5), planted, on_step=seen.append)
+    steps = result.values_used["steps_per_epoch"] * result.epochs_run
+    assert seen == list(range(1, steps + 1))
+    # On CPU a step is always eager, with the foreach AdamW and clip.
+    assert result.values_used["step_mode"] == "eager" and result.values_used["optimizer"] == "foreach"
+    assert result.values_used["step_ms_eager"] is None and result.values_used["step_ms_graph"] is None
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        train(small_config(), planted, step_mode="cuda_graph")
+    with pytest.raises(ValueError, match="unknown step mode"):
+        train(small_config(), planted, step_mode="fast")
+
+
+def test_best_state_reproduces_the_best_epoch(planted: Samples, monkeypatch: pytest.MonkeyPatch) -> None:
+    """keep_best_state keeps the weights of the best epoch, not the last one."""
+    seen: list[np.ndarray] = []
+    real = train_module.binary_metrics
+
+    def remember(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        seen.append(probs.copy())
+        metrics = real(labels, probs)
+        return {**metrics, "val_auc": [0.6, 0.7, 0.65][(len(seen) - 1) % 3]}  # best at epoch 2 of 3
+
+    monkeypatch.setattr(train_module, "binary_metrics", remember)
+    config = small_config(max_epochs=3, patience=5)
+    result, last = train_model(config, planted, keep_best_state=True)
+    assert result.best_epoch == 2 and result.best_state is not None
+    assert train(config, planted).best_state is None  # only when asked
+    model = PatchTST(config.architecture).eval()
+    model.load_state_dict(result.best_state)
+    data = train_module.DeviceData(planted, torch.device("cpu"))
+    with torch.no_grad():
+        probs = torch.sigmoid(model(data.windows(data.index["val"]))).double().numpy()
+    np.testing.assert_allclose(probs, seen[1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(probs, seen[2], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs and fused AdamW need a CUDA device")
+def test_cuda_graph_step_matches_the_eager_step(planted: Samples) -> None:
+    config = small_config(max_epochs=2, patience=5, batch_size=32)
+    eager = train(config, planted, device="cuda", step_mode="eager", optimizer="foreach")
+    graphed = train(config, planted, device="cuda", step_mode="cuda_graph")
+    assert eager.values_used["step_mode"] == "eager" and graphed.values_used["step_mode"] == "cuda_graph"
+    assert graphed.values_used["optimizer"] == "fused" and graphed.values_used["step_ms_graph"] > 0
+    assert [e.train_loss for e in graphed.epochs] == pytest.approx([e.train_loss for e in eager.epochs], rel=2e-2)
+    auto = train(config, planted, device="cuda")
+    assert auto.values_used["step_mode"] in ("eager", "cuda_graph") and "graph_error" not in auto.values_used

@@ -9,7 +9,15 @@ No database here: `train(config, samples, device=...)` is all the service needs 
   RevIN affines and the positional embedding are not decayed), learning rate in linear warmup over
   `warmup_frac` of all steps then cosine decay to zero, per optimizer step; gradient clipping.
   bf16 autocast on CUDA; optional torch.compile.
+- Speed on CUDA: fused AdamW (one kernel for all parameters instead of a dozen per tensor group)
+  and a foreach gradient clip that never syncs the host. Small or deep models are bound by kernel
+  launches (a 64-layer model issues thousands per step), so the whole step (forward, backward,
+  clip, AdamW) may be captured once in a CUDA graph and replayed. `step_mode="auto"` decides per
+  trial from measurement: a few eager steps, then a few replays, and the faster one is kept; the
+  choice and both timings are recorded in `values_used` (`step_mode`, `step_ms_eager`,
+  `step_ms_graph`). CPU: foreach AdamW and clip, always eager.
 - Evaluation: once per epoch on the validation split only (the test split is never touched here).
+  `on_step(n)` is called after every optimizer step with the steps taken so far (no host sync).
   `on_epoch` gets every epoch's numbers (the service reports them to Optuna there and may raise
   optuna.TrialPruned, which propagates). Early stopping after `patience` epochs without improvement
   of the objective; the result carries the metrics of the best epoch, not the last.
@@ -36,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from coordinator.metrics import binary_metrics
-from coordinator.params import count_params
+from coordinator.architecture import count_params
 from coordinator.search_space import TrialConfig
 from worker.model import PatchTST, n_params
 
@@ -47,6 +55,13 @@ OBJECTIVES = {"val_auc": "maximize", "val_loss": "minimize"}
 COLLAPSE_STD = 1e-4  # val predictions whose std (in probability) stays below this are a constant
 NAN_CHECK_EVERY = 10  # optimizer steps between checks of the running loss (each check syncs the GPU)
 EVAL_BATCH_FACTOR = 4  # evaluation keeps no activations, so it can use a larger batch
+STEP_MODES = ("auto", "eager", "cuda_graph")
+# How AdamW and the gradient clip run: "default" is PyTorch's choice (foreach on CUDA, a loop over
+# tensors on CPU), kept so benchmarks can show the path this trainer used before; None picks by device.
+OPTIMIZERS = ("fused", "foreach", "default")
+GRAPH_WARMUP_STEPS = 3  # eager steps before capture (AdamW state, cuBLAS workspaces, allocator)
+GRAPH_PROBE_STEPS = 3  # timed replays compared with the timed eager steps
+GRAPH_MIN_GAIN = 0.9  # keep the graph when a replay takes under 90% of an eager step
 
 
 class TrialFailed(Exception):
@@ -83,6 +98,8 @@ class TrialResult:
     peak_memory_mb: float  # CUDA: max allocated during the trial; CPU: the process's peak RSS
     device: str
     epochs: list[EpochMetrics] = field(default_factory=list)
+    # The model's parameters and buffers at the best epoch, on the CPU; only with keep_best_state=True.
+    best_state: dict[str, torch.Tensor] | None = None
 
 
 def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -115,14 +132,48 @@ class DeviceData:
         return self.features[positions[:, None] + self.offsets]
 
 
-def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+def default_optimizer(device: torch.device) -> str:
+    """Fused AdamW on CUDA (one kernel launch for every parameter); foreach elsewhere."""
+    return "fused" if device.type == "cuda" else "foreach"
+
+
+def make_optimizer(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float, *, implementation: str = "foreach"
+) -> torch.optim.AdamW:
     """AdamW decaying the weight matrices only (ndim >= 2 excludes biases, norms, RevIN; and the
-    positional embedding, which is 2-D but a table of offsets, not a projection)."""
+    positional embedding, which is 2-D but a table of offsets, not a projection).
+
+    "fused" (CUDA) keeps the learning rate in a device tensor and its step count on the device
+    (`capturable`), so a captured CUDA graph replays the update with each step's learning rate;
+    set it with `set_learning_rate`.
+    """
+    if implementation not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer implementation {implementation!r}; choose one of {OPTIMIZERS}")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (decay if p.ndim >= 2 and name != "position_embedding" else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if implementation == "fused":
+        device = next(model.parameters()).device
+        lr = torch.tensor(learning_rate, dtype=torch.float32, device=device)
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True, capturable=True)
+    if implementation == "foreach":
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95), foreach=True)
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's learning rate; in place when it is a device tensor (a CUDA graph reads it there)."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def clip_gradients(model: torch.nn.Module, max_norm: float, foreach: bool | None = True) -> None:
+    """Global-norm clip, by default with the foreach kernels: no host sync, so a graph can capture it."""
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=foreach)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -145,8 +196,17 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     micro_batch: int | None = None,
     compile: bool = False,
+    on_step: Callable[[int], None] | None = None,
+    step_mode: str = "auto",
+    optimizer: str | None = None,
+    keep_best_state: bool = False,
 ) -> TrialResult:
-    """Run one trial; see the module doc. `micro_batch` defaults to the whole batch."""
+    """Run one trial; see the module doc. `micro_batch` defaults to the whole batch.
+
+    `step_mode` ("auto", "eager", "cuda_graph") and `optimizer` ("fused", "foreach"; None picks by
+    device) choose how a step runs, so benchmarks can put the older path beside the current one.
+    `keep_best_state` keeps the best epoch's parameters in `TrialResult.best_state` (on the CPU).
+    """
     return train_model(
         config,
         samples,
@@ -156,7 +216,30 @@ def train(
         should_stop=should_stop,
         micro_batch=micro_batch,
         compile=compile,
+        on_step=on_step,
+        step_mode=step_mode,
+        optimizer=optimizer,
+        keep_best_state=keep_best_state,
     )[0]
+
+
+class CapturedStep:
+    """One whole training step for a fixed batch size, captured once in a CUDA graph and replayed.
+
+    The batch positions live in a static tensor that each replay reads; gradients, the loss and the
+    activations live in the graph's private memory pool for as long as the graph does.
+    """
+
+    def __init__(self, body: Callable[[torch.Tensor], torch.Tensor], first_batch: torch.Tensor) -> None:
+        self.positions = first_batch.clone()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss = body(self.positions)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.positions.copy_(batch)
+        self.graph.replay()
+        return self.loss
 
 
 def train_model(
@@ -169,10 +252,16 @@ def train_model(
     should_stop: Callable[[], bool] | None = None,
     micro_batch: int | None = None,
     compile: bool = False,
+    on_step: Callable[[int], None] | None = None,
+    step_mode: str = "auto",
+    optimizer: str | None = None,
+    keep_best_state: bool = False,
 ) -> tuple[TrialResult, PatchTST]:
     """`train`, also returning the model as it is after the last epoch (for tests and benchmarks)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
+    if step_mode not in STEP_MODES:
+        raise ValueError(f"unknown step mode {step_mode!r}; choose one of {STEP_MODES}")
     arch = config.architecture
     if arch.n_features != samples.features.shape[1] or arch.context != samples.context:
         raise ValueError(
@@ -181,9 +270,13 @@ def train_model(
         )
     started = time.perf_counter()
     dev = torch.device(device)
+    on_cuda = dev.type == "cuda"
     maximize = OBJECTIVES[objective] == "maximize"
+    implementation = optimizer or default_optimizer(dev)
+    if step_mode == "cuda_graph" and (not on_cuda or compile or implementation != "fused"):
+        raise ValueError("step_mode 'cuda_graph' needs a CUDA device, the fused optimizer and no torch.compile")
     torch.manual_seed(config.seed)
-    if dev.type == "cuda":
+    if on_cuda:
         torch.cuda.reset_peak_memory_stats(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
     data = DeviceData(samples, dev)
@@ -197,8 +290,11 @@ def train_model(
     if n_params(model) != count_params(arch):  # the budget was checked with count_params
         raise RuntimeError(f"model has {n_params(model)} parameters, count_params says {count_params(arch)}")
     forward = torch.compile(model) if compile else model
-    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
-    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    adamw = make_optimizer(model, config.learning_rate, config.weight_decay, implementation=implementation)
+    clip_foreach = None if implementation == "default" else True
+    # No cast cache: each weight is cast once per forward anyway, and a captured graph must not
+    # keep casts made outside it.
+    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=on_cuda, cache_enabled=False)
 
     train_positions = data.index["train"]
     n_train = len(train_positions)
@@ -220,8 +316,99 @@ def train_model(
             total += loss.detach()
         return total
 
-    def predict(positions: torch.Tensor) -> np.ndarray:
-        """Probabilities for `positions`, float64 on the host."""
+    def step_body(batch: torch.Tensor) -> torch.Tensor:
+        """Backward, clip, AdamW: what a CUDA graph captures (gradients were set to None before)."""
+        loss = backward_batch(batch)
+        clip_gradients(model, config.grad_clip, clip_foreach)
+        adamw.step()
+        return loss
+
+    def eager_step(batch: torch.Tensor) -> torch.Tensor:
+        nonlocal micro
+        while True:
+            adamw.zero_grad(set_to_none=True)
+            try:
+                batch_loss = backward_batch(batch)
+                break
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                micro = halve_micro_batch(micro, dev, "training")
+        clip_gradients(model, config.grad_clip, clip_foreach)
+        try:
+            adamw.step()
+        except RuntimeError as exc:  # AdamW allocates its state (2 x parameters) on the first step
+            if not is_out_of_memory(exc):
+                raise
+            raise TrialFailed(f"out of memory for the optimizer state on {device_name(dev)}") from None
+        return batch_loss
+
+    # How steps run. On CUDA (without torch.compile) the first full-size steps run eagerly on a side
+    # stream (as graph capture requires), timed; then the step is captured and replayed, timed; in
+    # "auto" the graph is kept only if a replay is clearly faster. Accumulating micro-batches (after
+    # an out-of-memory) always runs eagerly.
+    can_capture = on_cuda and step_mode != "eager" and implementation == "fused"  # capturable AdamW only
+    mode = "compiled" if compile else ("probing" if can_capture else "eager")
+    graph: CapturedStep | None = None
+    graph_error: str | None = None
+    eager_times: list[float] = []
+    graph_times: list[float] = []
+    full_eager_steps = 0
+    side_stream = torch.cuda.Stream(dev) if mode == "probing" else None
+
+    def run_step(batch: torch.Tensor) -> torch.Tensor:
+        nonlocal mode, graph, graph_error, full_eager_steps
+        full = len(batch) == config.batch_size
+        if mode == "probing" and full and micro < config.batch_size:
+            mode = "eager"  # accumulation: a graph would fix one micro-batch split; not worth it
+        if mode == "probing" and full and full_eager_steps >= GRAPH_WARMUP_STEPS and graph is None:
+            torch.cuda.synchronize(dev)
+            adamw.zero_grad(set_to_none=True)
+            try:
+                graph = CapturedStep(step_body, batch)
+            except RuntimeError as exc:
+                if step_mode == "cuda_graph" and not is_out_of_memory(exc):
+                    raise
+                graph, mode = None, "eager"
+                graph_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                adamw.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+        if graph is not None and full:
+            timed = mode == "probing"
+            if timed:
+                torch.cuda.synchronize(dev)
+                tick = time.perf_counter()
+            loss = graph(batch)
+            if timed:
+                torch.cuda.synchronize(dev)
+                graph_times.append(time.perf_counter() - tick)
+                if len(graph_times) > GRAPH_PROBE_STEPS:  # the first replay pays one-off costs: not counted
+                    replay_s, eager_s = min(graph_times[1:]), min(eager_times) if eager_times else math.inf
+                    if step_mode == "cuda_graph" or replay_s < GRAPH_MIN_GAIN * eager_s:
+                        mode = "cuda_graph"
+                    else:
+                        mode, graph = "eager", None
+                        torch.cuda.empty_cache()
+            return loss
+        if mode != "probing":
+            return eager_step(batch)
+        assert side_stream is not None
+        side_stream.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side_stream):
+            timed = full and full_eager_steps > 0  # the first step allocates AdamW's state: not counted
+            if timed:
+                torch.cuda.synchronize(dev)
+                tick = time.perf_counter()
+            loss = eager_step(batch)
+            if timed:
+                torch.cuda.synchronize(dev)
+                eager_times.append(time.perf_counter() - tick)
+        torch.cuda.current_stream(dev).wait_stream(side_stream)
+        full_eager_steps += full
+        return loss
+
+    def predict(positions: torch.Tensor) -> torch.Tensor:
+        """Probabilities for `positions` as a float64 device tensor (no host sync here)."""
         nonlocal micro
         model.eval()
         while True:
@@ -234,12 +421,13 @@ def train_model(
                     raise
                 micro = halve_micro_batch(micro, dev, "evaluation")
         model.train()
-        return torch.sigmoid(torch.cat(logits)).double().cpu().numpy()
+        return torch.sigmoid(torch.cat(logits)).double()
 
     val_labels = samples.labels[samples.index["val"]]
     epochs: list[EpochMetrics] = []
     epoch_metrics: list[dict[str, float]] = []
     best_epoch, best_value = 0, -math.inf if maximize else math.inf
+    best_state: dict[str, torch.Tensor] | None = None
     collapsed_streak = 0
     train_seconds, samples_seen, step, lr = 0.0, 0, 0, config.learning_rate
     model.train()
@@ -251,36 +439,25 @@ def train_model(
             if should_stop is not None and should_stop():
                 raise TrialInterrupted(f"stopped on request at epoch {epoch}, step {step}")
             lr = lr_at(step, config.learning_rate, warmup_steps, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            while True:
-                optimizer.zero_grad(set_to_none=True)
-                try:
-                    batch_loss = backward_batch(batch)
-                    break
-                except RuntimeError as exc:
-                    if not is_out_of_memory(exc):
-                        raise
-                    micro = halve_micro_batch(micro, dev, "training")
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            try:
-                optimizer.step()
-            except RuntimeError as exc:  # AdamW allocates its state (2 x parameters) on the first step
-                if not is_out_of_memory(exc):
-                    raise
-                raise TrialFailed(f"out of memory for the optimizer state on {device_name(dev)}") from None
+            set_learning_rate(adamw, lr)
+            batch_loss = run_step(batch)
             loss_sum += batch_loss * len(batch)
             step += 1
+            if on_step is not None:
+                on_step(step)
             if step % NAN_CHECK_EVERY == 0:
                 check_finite(loss_sum, epoch, step)
-        check_finite(loss_sum, epoch, step)
-        train_loss = loss_sum.item() / n_train
-        if dev.type == "cuda":
+        if on_cuda:  # the epoch's training time, for samples/s (one sync per epoch)
             torch.cuda.synchronize(dev)
         train_seconds += time.perf_counter() - epoch_start
         samples_seen += n_train
+        # One device-to-host copy per epoch: the training loss and every validation probability.
+        val_probs = predict(data.index["val"])
+        on_host = torch.cat([loss_sum.double().reshape(1), val_probs]).cpu().numpy()
+        train_loss, probs = float(on_host[0]) / n_train, on_host[1:]
+        if not math.isfinite(train_loss):
+            raise optuna.TrialPruned(f"diverged: non-finite training loss by epoch {epoch}, step {step}")
 
-        probs = predict(data.index["val"])
         if not np.all(np.isfinite(probs)):
             raise optuna.TrialPruned(f"diverged: non-finite validation predictions at epoch {epoch}")
         metrics = binary_metrics(val_labels, probs)
@@ -306,6 +483,8 @@ def train_model(
         value = metrics[objective]
         if (value > best_value) if maximize else (value < best_value):
             best_epoch, best_value = epoch, value
+            if keep_best_state:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if epoch - best_epoch >= config.patience:
             break
 
@@ -315,6 +494,8 @@ def train_model(
             f"collapsed: validation predictions at the best epoch {best_epoch} are constant "
             f"(std {best['pred_std']:.2e} < {COLLAPSE_STD:g})"
         )
+    if mode == "probing":  # the trial ended before the probe decided: say what its steps mostly were
+        mode = "cuda_graph" if graph is not None else "eager"
     values_used = {
         **config.training_values(),
         "micro_batch": micro,
@@ -323,11 +504,17 @@ def train_model(
         "total_steps": total_steps,
         "warmup_steps": warmup_steps,
         "objective": objective,
-        "precision": "bf16-autocast" if dev.type == "cuda" else "fp32",
+        "precision": "bf16-autocast" if on_cuda else "fp32",
         "compile": compile,
+        "optimizer": implementation,
+        "step_mode": mode,
+        "step_ms_eager": 1000 * min(eager_times) if eager_times else None,
+        "step_ms_graph": 1000 * min(graph_times[1:]) if len(graph_times) > 1 else None,
         "n_train": n_train,
         "n_val": len(val_labels),
     }
+    if graph_error is not None:
+        values_used["graph_error"] = graph_error
     result = TrialResult(
         metrics=best,
         objective_value=best_value,
@@ -340,6 +527,7 @@ def train_model(
         peak_memory_mb=peak_memory_mb(dev),
         device=device_name(dev),
         epochs=epochs,
+        best_state=best_state,
     )
     return result, model
 
