@@ -18,6 +18,7 @@ TABLE_MODULES: list[str] = [
     "coordinator.data.registry",
     "worker.leases",
     "coordinator.baselines",
+    "coordinator.evaluation.tables",
 ]
 
 for _module in TABLE_MODULES:

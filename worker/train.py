@@ -83,6 +83,7 @@ class TrialResult:
     peak_memory_mb: float  # CUDA: max allocated during the trial; CPU: the process's peak RSS
     device: str
     epochs: list[EpochMetrics] = field(default_factory=list)
+    test_predictions: np.ndarray | None = None  # only with score_test: the best epoch's test-split probabilities
 
 
 def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -145,8 +146,12 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     micro_batch: int | None = None,
     compile: bool = False,
+    score_test: bool = False,
 ) -> TrialResult:
-    """Run one trial; see the module doc. `micro_batch` defaults to the whole batch."""
+    """Run one trial; see the module doc. `micro_batch` defaults to the whole batch.
+
+    `score_test` is for the final evaluation only (never the search): the best epoch's weights are
+    kept, and after training they score the test split once (`TrialResult.test_predictions`)."""
     return train_model(
         config,
         samples,
@@ -156,6 +161,7 @@ def train(
         should_stop=should_stop,
         micro_batch=micro_batch,
         compile=compile,
+        score_test=score_test,
     )[0]
 
 
@@ -169,6 +175,7 @@ def train_model(
     should_stop: Callable[[], bool] | None = None,
     micro_batch: int | None = None,
     compile: bool = False,
+    score_test: bool = False,
 ) -> tuple[TrialResult, PatchTST]:
     """`train`, also returning the model as it is after the last epoch (for tests and benchmarks)."""
     if objective not in OBJECTIVES:
@@ -240,6 +247,7 @@ def train_model(
     epochs: list[EpochMetrics] = []
     epoch_metrics: list[dict[str, float]] = []
     best_epoch, best_value = 0, -math.inf if maximize else math.inf
+    best_state: dict[str, torch.Tensor] | None = None  # score_test: the best epoch's weights, on the host
     collapsed_streak = 0
     train_seconds, samples_seen, step, lr = 0.0, 0, 0, config.learning_rate
     model.train()
@@ -306,6 +314,8 @@ def train_model(
         value = metrics[objective]
         if (value > best_value) if maximize else (value < best_value):
             best_epoch, best_value = epoch, value
+            if score_test:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if epoch - best_epoch >= config.patience:
             break
 
@@ -315,6 +325,12 @@ def train_model(
             f"collapsed: validation predictions at the best epoch {best_epoch} are constant "
             f"(std {best['pred_std']:.2e} < {COLLAPSE_STD:g})"
         )
+    test_predictions = None
+    if score_test:  # once, after training, with the weights of the epoch chosen on validation
+        if best_state is None:
+            raise TrialFailed("no epoch improved the objective: nothing to score on test")
+        model.load_state_dict(best_state)
+        test_predictions = predict(data.index["test"])
     values_used = {
         **config.training_values(),
         "micro_batch": micro,
@@ -340,6 +356,7 @@ def train_model(
         peak_memory_mb=peak_memory_mb(dev),
         device=device_name(dev),
         epochs=epochs,
+        test_predictions=test_predictions,
     )
     return result, model
 
