@@ -255,7 +255,7 @@ def baselines_command(
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="NAME[:VERSION]; default: the latest built dataset.")] = None,
     horizons: Annotated[str, typer.Option("--horizons", help="comma-separated horizons in trading days")] = "1,3,5",
 ) -> None:
-    """Fit the baselines (logistic, gradient boosting, volatility, base rate) per horizon; store and print them."""
+    """Fit logistic regression and gradient boosting per horizon on the default splits; store and print them."""
     from coordinator.cli import database_url
     from coordinator.data.registry import load_dataset
     from coordinator.data.samples import make_samples
