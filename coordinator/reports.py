@@ -22,11 +22,12 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator import db
+from coordinator.app import OutputFormat, open_engine, split_globs
+from coordinator.datasets import select_dataset_rows
 from coordinator.errors import UserError
 
 Row = dict[str, Any]
 
-FORMATS = ("table", "csv", "json")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -44,13 +45,19 @@ def query(engine: sa.Engine, sql: str, **params: Any) -> list[Row]:
         raise
 
 
+def matches(name: str, globs: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, g) for g in globs)
+
+
 def select_studies(rows: list[Row], pattern: str | None) -> list[Row]:
-    """Rows whose study_name matches the glob; an unknown study or a glob matching nothing is an error."""
-    if pattern is None:
+    """Rows whose study_name matches the glob (or any of comma-separated globs); a glob list matching
+    nothing is an error."""
+    globs = split_globs(pattern)
+    if globs is None:
         return rows
-    chosen = [r for r in rows if fnmatch.fnmatchcase(r["study_name"], pattern)]
+    chosen = [r for r in rows if matches(r["study_name"], globs)]
     if not chosen:
-        raise UserError(f"no study matching {pattern!r} (see `coordinator status`)")
+        raise UserError(f"no study matching '{pattern}' (see `coordinator status`)")
     return chosen
 
 
@@ -63,7 +70,8 @@ def leaderboard(engine: sa.Engine, pattern: str | None = None) -> list[Row]:
     if pattern is not None:
         select_studies(study_progress(engine), pattern)  # unknown study: error even if nothing completed yet
     rows = query(engine, "SELECT * FROM leaderboard ORDER BY horizon NULLS LAST, budget_params NULLS LAST, study_name")
-    return rows if pattern is None else [r for r in rows if fnmatch.fnmatchcase(r["study_name"], pattern)]
+    globs = split_globs(pattern)
+    return rows if globs is None else [r for r in rows if matches(r["study_name"], globs)]
 
 
 def completed_trials(engine: sa.Engine) -> list[Row]:
@@ -350,7 +358,14 @@ def render_html(progress: list[Row], board: list[Row], figure: str | None, lines
 # --------------------------------------------------------------------------------------------------
 # Commands (mounted in coordinator/cli.py)
 
-StudiesGlob = Annotated[Optional[str], typer.Option("--studies", help="Only studies whose name matches this glob.")]
+StudiesGlob = Annotated[
+    Optional[str], typer.Option("--studies", help="Only studies matching these globs, comma-separated: '*-h1,*-h5'.")
+]
+DatasetOption = Annotated[
+    Optional[str],
+    typer.Option("--dataset", help="NAME[:VERSION], or all; required when the studies use several datasets."),
+]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table for people; csv or json for programs.")]
 
 
 def console() -> Console:
@@ -359,44 +374,38 @@ def console() -> Console:
     return terminal if terminal.is_terminal else Console(width=220)
 
 
-def open_engine(ctx: typer.Context) -> sa.Engine:
-    from coordinator.cli import database_url
-
-    return db.connect(database_url(ctx))
-
-
-def status_command(ctx: typer.Context, studies: StudiesGlob = None) -> None:
+def status_command(ctx: typer.Context, studies: StudiesGlob = None, dataset: DatasetOption = None, format: FormatOption = OutputFormat.table) -> None:
     """Progress per study: target, complete, pruned, failed, running, best, ETA."""
     engine = open_engine(ctx)
     try:
-        rows = study_progress(engine, studies)
+        rows = select_dataset_rows(study_progress(engine, studies), dataset, explicit_studies=studies is not None)
+        columns = view_columns(engine, "study_progress")
     finally:
         engine.dispose()
-    out = console()
-    if not rows:
-        out.print("no studies yet: create them with `coordinator create-studies`")
-        return
-    out.print(status_table(rows))
-    out.print(status_summary(rows))
+    # Everything is read and checked before the first line is printed.
+    if format == OutputFormat.csv:
+        typer.echo(leaderboard_csv(rows, columns), nl=False)
+    elif format == OutputFormat.json:
+        typer.echo(leaderboard_json(rows))
+    elif not rows:
+        typer.echo("no studies yet: create them with `coordinator create-studies`")
+    else:
+        out = console()
+        out.print(status_table(rows))
+        out.print(status_summary(rows))
 
 
-def leaderboard_command(
-    ctx: typer.Context,
-    format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
-    studies: StudiesGlob = None,
-) -> None:
+def leaderboard_command(ctx: typer.Context, format: FormatOption = OutputFormat.table, studies: StudiesGlob = None, dataset: DatasetOption = None) -> None:
     """The best COMPLETE trial of every study (by the study's own direction)."""
-    if format not in FORMATS:
-        raise UserError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     engine = open_engine(ctx)
     try:
-        rows = leaderboard(engine, studies)
+        rows = select_dataset_rows(leaderboard(engine, studies), dataset, explicit_studies=studies is not None)
         columns = view_columns(engine, "leaderboard")
     finally:
         engine.dispose()
-    if format == "csv":
+    if format == OutputFormat.csv:
         typer.echo(leaderboard_csv(rows, columns), nl=False)
-    elif format == "json":
+    elif format == OutputFormat.json:
         typer.echo(leaderboard_json(rows))
     elif rows:
         console().print(leaderboard_table(rows))

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from coordinator.studies import PresetName
+
 from coordinator.errors import UserError
 from coordinator.params import count_params, n_patches
 
@@ -363,23 +365,30 @@ def search_space_command(
     budgets: Annotated[
         str, typer.Option("--budgets", "--budget", help="comma-separated parameter budgets, e.g. 300K,2M")
     ] = ",".join(CPU_BUDGETS + DEFAULT_BUDGETS),
-    n_features: Annotated[int, typer.Option("--n-features", help="model inputs per day (a25: 25, a25-vix8: 33)")] = 25,
-    preset: Annotated[str, typer.Option("--preset", help=f"one of {', '.join(PRESETS)}")] = "reference",
-    tolerance: Annotated[float, typer.Option("--tolerance", help="relative budget tolerance")] = 0.25,
+    n_features: Annotated[int, typer.Option("--n-features", min=1, help="model inputs per day (a25: 25, a25-vix8: 33)")] = 25,
+    preset: Annotated[PresetName, typer.Option("--preset", help="the create-studies preset (smoke caps the depth)")] = PresetName.default,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="relative budget tolerance, between 0 and 1")] = 0.25,
 ) -> None:
     """Per budget: how many grid architectures lie within the tolerance, and their parameter range."""
-    header = f"{'budget':>7} {'feasible':>8} {'shapes':>6} {'min params':>14} {'max params':>14} {'d_model':>11} {'n_layers':>9}"
-    typer.echo(header)
+    from coordinator.studies import preset_named, preset_search_space
+
+    if not 0 < tolerance < 1:
+        raise UserError(f"--tolerance must be between 0 and 1 (exclusive), got {tolerance}")
+    chosen = preset_named(preset.value)
+    lines = []  # everything is computed before the first line is printed
     for label in budgets.split(","):
         budget = parse_budget(label)
-        space = default_search_space(budget, n_features, preset=preset, tolerance=tolerance)
+        space = preset_search_space(budget, n_features, chosen, tolerance=tolerance)
         archs = feasible_architectures(space)
         counts = [a.n_params for a in archs]
         shapes = {(a.d_model, a.d_ff, a.n_layers) for a in archs}
         widths = [a.d_model for a in archs]
         depths = [a.n_layers for a in archs]
-        typer.echo(
+        lines.append(
             f"{budget_label(budget):>7} {len(archs):>8} {len(shapes):>6} "
             f"{min(counts):>14,} {max(counts):>14,} {f'{min(widths)}-{max(widths)}':>11} {f'{min(depths)}-{max(depths)}':>9}"
         )
+    typer.echo(f"{'budget':>7} {'feasible':>8} {'shapes':>6} {'min params':>14} {'max params':>14} {'d_model':>11} {'n_layers':>9}")
+    for line in lines:
+        typer.echo(line)
     typer.echo("feasible: (d_model, d_ff, n_layers, n_heads) combinations; shapes: without the head count")

@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated, Any, Optional
 
 import sqlalchemy as sa
 import typer
 
 from coordinator import db, records
+from coordinator.app import database_url, progress_bar, split_globs
+from coordinator.datasets import resolve_dataset
 from coordinator.errors import UserError
 from coordinator.study_spec import (
     OBJECTIVES,
@@ -57,6 +60,29 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+class PresetName(StrEnum):
+    """The one preset vocabulary (create-studies, local, search-space)."""
+
+    default = "default"
+    smoke = "smoke"
+
+
+class ObjectiveName(StrEnum):
+    val_auc = "val_auc"
+    val_loss = "val_loss"
+
+
+class PrunerName(StrEnum):
+    median = "median"
+    none = "none"
+
+
+# Ranges checked before anything is written (the columns are 32-bit; seeds are numpy's 32-bit).
+MAX_TRIALS = 1_000_000
+MAX_HORIZON = 250  # a trading year
+MAX_SEED = 2**32 - 1
+
+
 @dataclass(frozen=True)
 class PlannedStudy:
     spec: StudySpec
@@ -69,7 +95,7 @@ class PlannedStudy:
 
 @dataclass(frozen=True)
 class MatrixRequest:
-    dataset: str | None = None  # NAME[:VERSION]; None: the most recently built dataset
+    dataset: str | None = None  # NAME[:VERSION]; None: the only registered dataset (refused when several)
     budgets: tuple[str, ...] | None = None  # None: the preset's
     horizons: tuple[int, ...] | None = None
     trials: int | None = None
@@ -89,27 +115,30 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
     from coordinator.version import code_version
 
     if request.preset not in PRESETS:
-        raise UserError(f"unknown preset {request.preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset '{request.preset}'; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[request.preset]
     if request.objective not in OBJECTIVES:
-        raise UserError(f"unknown objective {request.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        raise UserError(f"unknown objective '{request.objective}'; choose one of {', '.join(OBJECTIVES)}")
     pruner = preset.pruner if request.pruner is None else dataclasses.replace(preset.pruner, kind=request.pruner)
     if pruner.kind not in PRUNERS:
-        raise UserError(f"unknown pruner {pruner.kind!r}; choose one of {', '.join(PRUNERS)}")
+        raise UserError(f"unknown pruner '{pruner.kind}'; choose one of {', '.join(PRUNERS)}")
     trials = preset.trials if request.trials is None else request.trials
-    if trials < 1:
-        raise UserError(f"--trials must be at least 1, got {trials}")
-    budgets = unique(parse_budget(b) for b in (request.budgets or preset.budgets))
-    horizons = unique(request.horizons or preset.horizons)
+    if not 1 <= trials <= MAX_TRIALS:
+        raise UserError(f"--trials must be between 1 and {MAX_TRIALS:,}, got {trials:,}")
+    if not 0 <= request.seed <= MAX_SEED:
+        raise UserError(f"--seed must be between 0 and {MAX_SEED}, got {request.seed}")
+    budgets = unique(parse_budget(b) for b in (preset.budgets if request.budgets is None else request.budgets))
+    horizons = unique(preset.horizons if request.horizons is None else request.horizons)
     if not budgets or not horizons:
         raise UserError("need at least one budget and one horizon")
     if request.suffix is not None and not re.fullmatch(r"[A-Za-z0-9_.]+", request.suffix):
-        raise UserError(f"bad --suffix {request.suffix!r}: letters, digits, '_' and '.' only")
-    if min(horizons) < 1:
-        raise UserError(f"horizons must be >= 1 trading day, got {horizons}")
+        raise UserError(f"bad --suffix '{request.suffix}': letters, digits, '_' and '.' only")
+    bad = [h for h in horizons if not 1 <= h <= MAX_HORIZON]
+    if bad:
+        raise UserError(f"horizons must be between 1 and {MAX_HORIZON} trading days, got {', '.join(map(str, bad))}")
 
-    name, version = parse_dataset_arg(request.dataset) if request.dataset else latest_dataset(engine)
-    dataset = load_dataset(engine, name, version)
+    ref = resolve_dataset(engine, request.dataset)
+    dataset = load_dataset(engine, ref.name, ref.version)
     splits = default_splits(dataset.frame.index)
     samples = {h: make_samples(dataset, h, splits, context=CONTEXT, threshold=THRESHOLD) for h in horizons}
     spaces = {b: search_space(b, len(dataset.input_columns), preset) for b in budgets}
@@ -146,11 +175,24 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
     return check_existing(engine, plans)
 
 
+def preset_named(name: str) -> Preset:
+    """The create-studies preset called `name` (default or smoke); UserError for anything else."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
 def search_space(budget: int, n_features: int, preset: Preset) -> Any:
-    """The preset's search space for one budget; UserError when no architecture fits it."""
+    return preset_search_space(budget, n_features, preset)
+
+
+def preset_search_space(budget: int, n_features: int, preset: Preset, tolerance: float | None = None) -> Any:
+    """The preset's search space for one budget (its schedule and depth cap); UserError when no
+    architecture fits it."""
     from coordinator.search_space import budget_label, default_search_space, feasible_architectures
 
-    space = default_search_space(budget, n_features, preset=preset.space, context=CONTEXT)
+    extra = {} if tolerance is None else {"tolerance": tolerance}
+    space = default_search_space(budget, n_features, preset=preset.space, context=CONTEXT, **extra)
     if preset.max_layers is not None:
         space = dataclasses.replace(space, n_layers=tuple(n for n in space.n_layers if n <= preset.max_layers))
         if not feasible_architectures(space):
@@ -160,29 +202,6 @@ def search_space(budget: int, n_features: int, preset: Preset) -> Any:
 
 def unique(values: Any) -> tuple:
     return tuple(dict.fromkeys(values))
-
-
-def parse_dataset_arg(text: str) -> tuple[str, int | None]:
-    """'spy-a25' -> ('spy-a25', None); 'spy-a25:2' -> ('spy-a25', 2)."""
-    name, _, version = text.partition(":")
-    if not name:
-        raise UserError(f"bad --dataset {text!r}: expected NAME or NAME:VERSION, e.g. spy-a25:1")
-    if not version:
-        return name, None
-    if not version.isdigit() or int(version) < 1:
-        raise UserError(f"bad --dataset {text!r}: the version must be a positive integer")
-    return name, int(version)
-
-
-def latest_dataset(engine: sa.Engine) -> tuple[str, int]:
-    """The most recently built dataset version."""
-    from coordinator.data.registry import list_datasets
-
-    rows = list_datasets(engine)
-    if not rows:
-        raise UserError("no dataset registered yet: import a series and run `coordinator data build` first")
-    latest = max(rows, key=lambda r: (r["created_at"], r["version"]))
-    return latest["name"], latest["version"]
 
 
 def check_existing(engine: sa.Engine, plans: list[PlannedStudy]) -> list[PlannedStudy]:
@@ -213,61 +232,85 @@ def check_existing(engine: sa.Engine, plans: list[PlannedStudy]) -> list[Planned
 
 def create_studies(url: str, plans: list[PlannedStudy]) -> list[PlannedStudy]:
     """Create the planned studies that are new. Safe against concurrent runs and half-done runs."""
+    storage = db.optuna_storage(url)
+    engine = storage.engine
+    created = []
+    new = [plan for plan in plans if plan.status == "new"]
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("creating studies", total=len(new))
+            for plan in new:
+                create_one(engine, storage, plan, created)
+                bar.advance(task)
+    finally:
+        storage.engine.dispose()
+    return created
+
+
+def create_one(engine: sa.Engine, storage: Any, plan: PlannedStudy, created: list[PlannedStudy]) -> None:
+    """Create one planned study (appended to `created`) unless another run made it meanwhile."""
     import optuna
 
     from coordinator import trials
 
-    storage = db.optuna_storage(url)
-    engine = storage.engine
-    created = []
-    try:
-        for plan in plans:
-            if plan.status != "new":
-                continue
-            with engine.begin() as conn:
-                # One create-studies at a time; re-check under the lock (another run may have won).
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": trials.CREATE_STUDIES_LOCK_NAMESPACE})
-                if check_existing_locked(conn, plan):
-                    continue
-                spec = plan.spec
-                study = optuna.create_study(
-                    study_name=spec.name,
-                    storage=storage,
-                    direction=spec.objective.direction,
-                    load_if_exists=True,  # left behind by a run that died before storing the spec
-                )
-                foreign = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
-                if foreign:
-                    raise UserError(
-                        f"Optuna study {spec.name} already has {len(foreign)} trials but no scalesweep spec; "
-                        "it was not made by create-studies: delete it or use another dataset name"
-                    )
-                study.set_user_attr("spec", spec.to_dict())
-                study.set_user_attr("spec_sha256", spec.sha256())
-                for params in plan.extremes:
-                    study.enqueue_trial(params, user_attrs={"enqueued": "extreme architecture"}, skip_if_exists=True)
-                conn.execute(
-                    records.study_specs.insert().values(
-                        study_name=spec.name,
-                        study_id=study._study_id,
-                        budget=spec.budget.label,
-                        budget_params=spec.budget.params,
-                        horizon=spec.horizon,
-                        dataset_name=spec.dataset.name,
-                        dataset_version=spec.dataset.version,
-                        dataset_sha256=spec.dataset.sha256,
-                        objective=spec.objective.metric,
-                        direction=spec.objective.direction,
-                        target_trials=spec.target_trials,
-                        spec=spec.to_dict(),
-                        spec_sha256=spec.sha256(),
-                        code_version=spec.code_version,
-                    )
-                )
-            created.append(plan)
-    finally:
-        storage.engine.dispose()
-    return created
+    with engine.begin() as conn:
+        # One create-studies at a time; re-check under the lock (another run may have won).
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": trials.CREATE_STUDIES_LOCK_NAMESPACE})
+        if check_existing_locked(conn, plan):
+            return
+        spec = plan.spec
+        existed = spec.name in optuna.study.get_all_study_names(storage)
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=storage,
+            direction=spec.objective.direction,
+            load_if_exists=True,  # left behind by a run that died before storing the spec
+        )
+        try:
+            fill_study(conn, study, plan)
+        except BaseException:
+            # All of a study or nothing: Optuna committed the study on its own connection,
+            # so an error (or Ctrl-C) before its spec is stored deletes it again. A study
+            # that was there before this run is not ours to delete.
+            if not existed:
+                optuna.delete_study(study_name=spec.name, storage=storage)
+            raise
+    created.append(plan)
+
+
+def fill_study(conn: sa.Connection, study: Any, plan: PlannedStudy) -> None:
+    """Spec attributes and first trials on a just-created Optuna study; its spec row (in conn's transaction)."""
+    import optuna
+
+    spec = plan.spec
+    foreign = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+    if foreign:
+        raise UserError(
+            f"Optuna study {spec.name} already has {len(foreign)} trials but no scalesweep spec; "
+            "it was not made by create-studies: delete it or use another dataset name"
+        )
+    study.set_user_attr("spec", spec.to_dict())
+    study.set_user_attr("spec_sha256", spec.sha256())
+    for params in plan.extremes:
+        study.enqueue_trial(params, user_attrs={"enqueued": "extreme architecture"}, skip_if_exists=True)
+    conn.execute(
+        records.study_specs.insert().values(
+            study_name=spec.name,
+            study_id=study._study_id,
+            budget=spec.budget.label,
+            budget_params=spec.budget.params,
+            horizon=spec.horizon,
+            dataset_name=spec.dataset.name,
+            dataset_version=spec.dataset.version,
+            dataset_sha256=spec.dataset.sha256,
+            objective=spec.objective.metric,
+            direction=spec.objective.direction,
+            target_trials=spec.target_trials,
+            spec=spec.to_dict(),
+            spec_sha256=spec.sha256(),
+            code_version=spec.code_version,
+        )
+    )
 
 
 def check_existing_locked(conn: sa.Connection, plan: PlannedStudy) -> bool:
@@ -292,19 +335,16 @@ def compute_missing_baselines(engine: sa.Engine, plans: list[PlannedStudy]) -> l
     from coordinator.data.splits import Splits
 
     done = []
-    seen = set()
-    for plan in plans:
-        spec = plan.spec
-        key = (spec.dataset.name, spec.dataset.version, spec.horizon)
-        if key in seen:
-            continue
-        seen.add(key)
-        dataset = load_dataset(engine, spec.dataset.name, spec.dataset.version)
-        if baselines.has_baselines(engine, dataset, spec.horizon):
-            continue
-        samples = make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
-        baselines.store_baselines(engine, dataset, spec.horizon, baselines.compute_baselines(samples))
-        done.append(f"{dataset.name}:{dataset.version} h{spec.horizon}")
+    keyed = {(p.spec.dataset.name, p.spec.dataset.version, p.spec.horizon): p.spec for p in plans}
+    with progress_bar() as bar:
+        task = bar.add_task("baselines", total=len(keyed))
+        for spec in keyed.values():
+            dataset = load_dataset(engine, spec.dataset.name, spec.dataset.version)
+            if not baselines.has_baselines(engine, dataset, spec.horizon):
+                samples = make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
+                baselines.store_baselines(engine, dataset, spec.horizon, baselines.compute_baselines(samples))
+                done.append(f"{dataset.name}:{dataset.version} h{spec.horizon}")
+            bar.advance(task)
     return done
 
 
@@ -338,47 +378,52 @@ def print_plan(plans: list[PlannedStudy]) -> None:
     )
 
 
-def split_csv(text: str | None) -> tuple[str, ...] | None:
-    return tuple(part.strip() for part in text.split(",") if part.strip()) if text else None
+def split_csv(text: str | None, option: str = "--budgets") -> tuple[str, ...] | None:
+    """'2M, 20M' -> ('2M', '20M'); None when not given; a given list with nothing in it is refused
+    (never a silent fall-back to the preset's values)."""
+    if text is None:
+        return None
+    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not parts:
+        raise UserError(f"bad {option} '{text}': expected a comma-separated list")
+    return parts
 
 
 def parse_horizons(text: str | None) -> tuple[int, ...] | None:
-    parts = split_csv(text)
+    parts = split_csv(text, "--horizons")
     if parts is None:
         return None
     try:
         return tuple(int(p) for p in parts)
     except ValueError:
-        raise UserError(f"bad --horizons {text!r}: expected integers such as 1,3,5") from None
+        raise UserError(f"bad --horizons '{text}': expected integers such as 1,3,5") from None
 
 
 def create_studies_command(
     ctx: typer.Context,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="NAME[:VERSION]; default: the latest built dataset.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="NAME[:VERSION]; required when several datasets are registered.")] = None,
     budgets: Annotated[Optional[str], typer.Option("--budgets", help="Comma-separated parameter budgets, e.g. 2M,20M,200M,2B.")] = None,
     horizons: Annotated[Optional[str], typer.Option("--horizons", help="Comma-separated horizons in trading days, e.g. 1,3,5.")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="Target trial count per study.")] = None,
-    objective: Annotated[str, typer.Option("--objective", help="val_auc (maximised) or val_loss (minimised).")] = "val_auc",
+    trials: Annotated[Optional[int], typer.Option("--trials", help=f"Target trial count per study (1..{MAX_TRIALS:,}).")] = None,
+    objective: Annotated[ObjectiveName, typer.Option("--objective", help="val_auc (maximised) or val_loss (minimised).")] = ObjectiveName.val_auc,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed (recorded in the spec).")] = 1,
-    preset: Annotated[str, typer.Option("--preset", help="default (2M..2B, 50 trials) or smoke (100K/300K on CPU, 3 trials).")] = "default",
-    pruner: Annotated[Optional[str], typer.Option("--pruner", help="median or none; default: the preset's.")] = None,
+    preset: Annotated[PresetName, typer.Option("--preset", help="default (2M..2B, 50 trials) or smoke (100K/300K on CPU, 3 trials).")] = PresetName.default,
+    pruner: Annotated[Optional[PrunerName], typer.Option("--pruner", help="Default: the preset's.")] = None,
     suffix: Annotated[Optional[str], typer.Option("--suffix", help="Appended to the study names (a second matrix beside the first).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, write nothing.")] = False,
     with_baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Compute missing baselines per horizon.")] = True,
 ) -> None:
     """Create the study matrix (budgets x horizons) in PostgreSQL; idempotent, specs are immutable."""
-    from coordinator.cli import database_url
-
     url = database_url(ctx)
     request = MatrixRequest(
         dataset=dataset,
         budgets=split_csv(budgets),
         horizons=parse_horizons(horizons),
         trials=trials,
-        objective=objective,
+        objective=objective.value,
         seed=seed,
-        preset=preset,
-        pruner=pruner,
+        preset=preset.value,
+        pruner=None if pruner is None else pruner.value,
         suffix=suffix,
     )
     run_create_studies(url, request, dry_run=dry_run, with_baselines=with_baselines)
@@ -410,8 +455,7 @@ def reap_command(
 ) -> None:
     """Fail RUNNING trials whose worker stopped sending heartbeats and re-enqueue them (capped retries)."""
     from coordinator import trials
-    from coordinator.cli import database_url
-
+    split_globs(studies)  # an empty list of globs is refused before anything runs
     url = database_url(ctx)
     db.connect(url).dispose()
     liveness = trials.Liveness.from_env(grace_period=grace_period)
@@ -419,7 +463,7 @@ def reap_command(
     try:
         entries = trials.load_studies(storage.engine, studies)
         if not entries:
-            raise UserError(f"no study matches {studies!r}" if studies else "no study yet: run `coordinator create-studies`")
+            raise UserError(f"no study matches '{studies}'" if studies else "no study yet: run `coordinator create-studies`")
         reaped = trials.reap(storage, entries)
     finally:
         storage.engine.dispose()

@@ -75,7 +75,7 @@ def test_leaderboard_csv_has_a_header_when_empty(capsys: pytest.CaptureFixture[s
     [
         (["status", "--studies", "nope-*"], "no study matching 'nope-*'"),
         (["leaderboard", "--studies", "nope"], "no study matching 'nope'"),
-        (["leaderboard", "--format", "xml"], "unknown format 'xml'"),
+        (["leaderboard", "--format", "xml"], "'xml' is not one of 'table', 'csv', 'json'"),
     ],
 )
 def test_user_errors_are_one_line(capsys: pytest.CaptureFixture[str], initialised_db: str, args: list[str], words: str) -> None:

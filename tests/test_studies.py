@@ -114,16 +114,32 @@ def test_gates_fire_before_anything_is_written(engine: sa.Engine, initialised_db
     with pytest.raises(UserError, match="val"):
         create(initialised_db, dataset=short)
     make_dataset(initialised_db)
+    # Two datasets registered and none named: refused with the list, never "the latest".
+    with pytest.raises(UserError, match=r"2 dataset versions are registered \(syn-a25:1, tiny-a25:1\)"):
+        create(initialised_db)
     with pytest.raises(UserError, match="no architecture"):
-        create(initialised_db, budgets=("2M", "3K"))  # nothing in the grid is that small
-    with pytest.raises(UserError, match="unknown dataset 'nope'"):
+        create(initialised_db, dataset="syn-a25", budgets=("2M", "3K"))  # nothing in the grid is that small
+    with pytest.raises(UserError, match="unknown dataset 'nope:1'"):
         create(initialised_db, dataset="nope:1")
-    with pytest.raises(UserError, match="has no version 9"):
+    with pytest.raises(UserError, match="unknown dataset 'syn-a25:9'"):
         create(initialised_db, dataset="syn-a25:9")
-    code, _, err = run_cli(capsys, "--database-url", initialised_db, "create-studies", "--horizons", "1,x")
+    base = ["--database-url", initialised_db, "create-studies", "--dataset", "syn-a25"]
+    code, _, err = run_cli(capsys, *base, "--horizons", "1,x")
     assert code == 2 and "bad --horizons" in err
-    code, _, err = run_cli(capsys, "--database-url", initialised_db, "create-studies", "--objective", "accuracy")
-    assert code == 2 and "unknown objective" in err
+    code, _, err = run_cli(capsys, *base, "--objective", "accuracy")
+    assert code == 2 and "'accuracy' is not one of 'val_auc', 'val_loss'" in err
+    # Ranges are checked before anything is written, including by --dry-run; an empty list is no list.
+    for flags, words in [
+        (["--trials", "3000000000"], "--trials must be between 1 and 1,000,000, got 3,000,000,000"),
+        (["--trials", "3000000000", "--dry-run"], "--trials must be between 1 and 1,000,000"),
+        (["--budgets", ","], "bad --budgets ','"),
+        (["--horizons", ","], "bad --horizons ','"),
+        (["--horizons", "0"], "horizons must be between 1 and 250"),
+        (["--seed", "-1"], "--seed must be between 0 and"),
+    ]:
+        code, out, err = run_cli(capsys, *base, *flags)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (flags, err)
+        assert "Traceback" not in err and out == ""
     assert scalar(engine, "SELECT count(*) FROM studies") == 0
     assert scalar(engine, "SELECT count(*) FROM study_specs") == 0
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from coordinator import db
-from coordinator.cli import run_app
+from coordinator.app import run_app
 from coordinator.trials import Liveness
 
 app = typer.Typer(name="worker", pretty_exceptions_enable=False, add_completion=False)

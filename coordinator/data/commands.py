@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from coordinator import db
-from coordinator.data import registry, series
+from coordinator.app import OutputFormat, open_engine, progress_bar
+from coordinator.data import features, registry, series
 from coordinator.data.labels import positive_rate, threshold_label
 from coordinator.data.synth import synthetic_series
 
@@ -26,9 +28,11 @@ RepairOhlc = Annotated[
 
 
 def engine_for(ctx: typer.Context) -> sa.Engine:
-    from coordinator.cli import database_url  # imported here: coordinator.cli imports this module
+    return open_engine(ctx)
 
-    return db.connect(database_url(ctx))
+
+# Tier names exactly as `data list` prints them: the feature tier, with `-vix8` when VIX joins it.
+Tier = StrEnum("Tier", {name: name for tier in features.TIERS for name in (tier, f"{tier}-vix8")})
 
 
 def short(sha: str) -> str:
@@ -109,15 +113,34 @@ def build_command(
     ctx: typer.Context,
     symbol: Annotated[str, typer.Option("--symbol", help="Main series, e.g. SPY.")],
     vix: Annotated[Optional[str], typer.Option("--vix", help="VIX series to add tier vix8, e.g. VIX.")] = None,
-    tier: Annotated[str, typer.Option("--tier", help="Feature tier.")] = "a25",
+    tier: Annotated[Optional[Tier], typer.Option("--tier", help="Feature tier as `data list` shows it; a -vix8 tier needs --vix (default VIX).")] = None,
 ) -> None:
     """Compute features from the latest series versions and register a dataset version."""
+    base, with_vix = tier_parts(tier.value if tier is not None else None, vix)
+    if with_vix and vix is None:
+        vix = "VIX"
     engine = engine_for(ctx)
     try:
-        dataset, created = registry.build_dataset(engine, symbol, vix=vix, tier=tier)
+        with progress_bar() as bar:
+            task = bar.add_task(f"building {symbol.upper()} {base}{'-vix8' if with_vix else ''}", total=1)
+            dataset, created = registry.build_dataset(engine, symbol, vix=vix, tier=base)
+            bar.advance(task)
     finally:
         engine.dispose()
     print_dataset_summary(dataset, created)
+
+
+def tier_parts(tier: str | None, vix: str | None) -> tuple[str, bool]:
+    """('a25-vix8', None) -> ('a25', True); ('a25', 'VIX') is refused: the names must agree."""
+    if tier is None:
+        return features.TIERS[0], vix is not None
+    base, _, extra = tier.partition("-")
+    with_vix = extra == "vix8"
+    if vix is not None and not with_vix:
+        from coordinator.errors import UserError
+
+        raise UserError(f"--tier {tier} has no VIX features: use --tier {base}-vix8 with --vix {vix}")
+    return base, with_vix
 
 
 def print_dataset_summary(dataset: registry.Dataset, created: bool) -> None:
@@ -141,7 +164,10 @@ def print_dataset_summary(dataset: registry.Dataset, created: bool) -> None:
 
 
 @data_app.command("list")
-def list_command(ctx: typer.Context) -> None:
+def list_command(
+    ctx: typer.Context,
+    format: Annotated[OutputFormat, typer.Option("--format", help="table for people; csv or json for programs.")] = OutputFormat.table,
+) -> None:
     """Show registered series and datasets."""
     engine = engine_for(ctx)
     try:
@@ -149,6 +175,20 @@ def list_command(ctx: typer.Context) -> None:
         all_datasets = registry.list_datasets(engine)
     finally:
         engine.dispose()
+    if format == OutputFormat.json:
+        typer.echo(json.dumps({"series": [plain(s) for s in all_series], "datasets": [plain(d) for d in all_datasets]}, indent=2))
+        return
+    if format == OutputFormat.csv:
+        # One table per call keeps CSV rectangular: the datasets (what commands take as --dataset).
+        import csv
+        import sys
+
+        columns = ["name", "version", "tier", "rows", "start_date", "end_date", "sha256", "sources", "created_at"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        for d in all_datasets:
+            writer.writerow({**plain(d), "sources": " ".join(f"{x['symbol']}:{x['version']}" for x in d["sources"])})
+        return
     console = Console() if Console().is_terminal else Console(width=160)  # pipes and logs get full rows
     table = Table(title="series")
     for column in ("symbol", "version", "rows", "from", "to", "volume", "repaired", "sha256", "source", "created"):
@@ -172,3 +212,8 @@ def list_command(ctx: typer.Context) -> None:
     console.print(table)
     if not all_series:
         typer.echo("nothing registered yet: start with `coordinator data import SYMBOL FILE`")
+
+
+def plain(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready values (dates as ISO strings)."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
