@@ -129,3 +129,67 @@ def evaluate_run(
             set_={k: statement.excluded[k] for k in row if k not in keys} | {"recorded_at": sa.func.now()},
         ))
     return row
+
+
+def pending_payloads(engine: sa.Engine, study_names: list[str]) -> list[dict[str, Any]]:
+    """Every run of these studies' frozen protocols not stored yet, in a fixed order."""
+    from coordinator.evaluation.protocol import EvaluationProtocol
+
+    with engine.connect() as conn:
+        protocols = conn.execute(sa.select(evaluation_protocols).where(evaluation_protocols.c.study_name.in_(study_names))
+                                 .order_by(evaluation_protocols.c.study_name)).mappings().all()
+        stored = {(r.study_name, r.rank, r.seed) for r in conn.execute(
+            sa.select(evaluation_runs.c.study_name, evaluation_runs.c.rank, evaluation_runs.c.seed).where(evaluation_runs.c.study_name.in_(study_names)))}
+    out = []
+    for p in protocols:
+        protocol = EvaluationProtocol.from_dict(p["protocol"])
+        for c in p["configurations"]:
+            for seed in protocol.seeds:
+                if (p["study_name"], c["rank"], seed) not in stored:
+                    out.append({"slot": f"rank{c['rank']}-seed{seed}", "study_name": p["study_name"], "rank": c["rank"], "seed": seed,
+                                "trial_number": c["trial_number"], "params": c["params"], "protocol_sha256": p["protocol_sha256"]})
+    return out
+
+
+def run_shard(url: str, study_names: list[str], shard: int, shards: int, device: str = "cpu", worker: str | None = None) -> int:
+    """Run this process's share (every shards-th pending run, from `shard`) sequentially; returns runs done.
+
+    The single-machine path of `coordinator local` (disjoint shards, so no two processes train the
+    same run); a fleet pulls the same runs as work items instead.
+    """
+    from coordinator import db
+
+    engine = db.make_engine(url)
+    cache: dict[tuple, Any] = {}
+    done = 0
+    try:
+        for i, payload in enumerate(pending_payloads(engine, study_names)):
+            if i % shards == shard:
+                evaluate_run(engine, payload, device=device, worker=worker, samples_cache=cache)
+                done += 1
+    finally:
+        engine.dispose()
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m worker.evaluate", description="Run pending evaluation runs of these studies.")
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--studies", required=True, help="comma-separated study names")
+    parser.add_argument("--shard", default="0/1", help="I/N: run every N-th pending run starting at I")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--worker-id", default=None)
+    args = parser.parse_args(argv)
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    done = run_shard(args.database_url, [s for s in args.studies.split(",") if s], shard, shards, args.device, args.worker_id)
+    print(f"{done} evaluation run(s) done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
