@@ -4,6 +4,7 @@ the trial recipe and stored, verdicts stored, views readable by the read-only ro
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -56,7 +57,7 @@ def test_protocol_is_frozen_and_immutable(engine: sa.Engine, initialised_db: str
     assert rows(engine, "SELECT count(*) AS n FROM evaluation_protocols")[0]["n"] == 1
 
 
-def test_runs_verdict_and_views(engine: sa.Engine, initialised_db: str, admin_url: str) -> None:
+def test_runs_verdict_views_and_report(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
     searched(initialised_db, trials=2)
     entry = load_studies(engine)[0]
     evaluation = record_protocol(initialised_db, engine, entry, make_protocol("smoke", k=1, n_seeds=2))
@@ -101,6 +102,24 @@ def test_runs_verdict_and_views(engine: sa.Engine, initialised_db: str, admin_ur
     assert s["best_baseline"] in ("logistic_regression", "gradient_boosting", "volatility")
     assert s["best_baseline_test_auc_low"] <= s["best_baseline_test_auc"] <= s["best_baseline_test_auc_high"]
     assert any("intervals are wide" in n for n in s["notes"])
+
+    # The report leads with the answer of its one dataset; the leaderboard shows the evaluated test AUC.
+    from coordinator import reports
+
+    index = reports.write_report(engine, tmp_path / "report", entry.spec.dataset.name)
+    page = index.read_text()
+    assert "The answer on" in page and s["sentence"].split(":")[0] in page
+    assert (tmp_path / "report" / "test_auc_vs_params.png").stat().st_size > 0
+    assert (tmp_path / "report" / "evaluation_curves.png").stat().st_size > 0
+    board = reports.leaderboard(engine)
+    assert board[0]["test_auc"] == pytest.approx(f["test_auc"]) and board[0]["test_auc_ci"].startswith(f"{f['test_auc']:.3f} [")
+    # A second dataset: a report without --dataset is refused, never mixed.
+    other = make_dataset(initialised_db, days=2500, seed=1, symbol="OTHER")
+    create(initialised_db, dataset=other, preset="smoke", budgets=("100K",), horizons=(1,), trials=1)
+    with pytest.raises(UserError, match="datasets"):
+        reports.write_report(engine, tmp_path / "mixed")
+    with pytest.raises(UserError, match="one dataset"):
+        reports.write_report(engine, tmp_path / "mixed", "all")
 
 
 def test_a_run_of_another_protocol_is_refused(engine: sa.Engine, initialised_db: str) -> None:
