@@ -33,7 +33,7 @@ def one_thread() -> Iterator[None]:
 def searched(url: str, trials: int = 3) -> str:
     """One smoke study on a synthetic dataset, searched with synthetic trials (real sampled configurations)."""
     dataset = make_dataset(url, days=2500)
-    create(url, dataset=dataset, preset="smoke", budgets=("100K",), horizons=(1,), trials=trials)
+    create(url, dataset=dataset, preset="smoke", budgets=("10K",), horizons=(1,), trials=trials)
     assert Worker(WorkerOptions(url=url, worker_id="searcher", synthetic=0.0, liveness=Liveness(1, 20, 2), poll_s=0.1)).run() == 0
     return dataset
 
