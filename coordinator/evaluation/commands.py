@@ -167,6 +167,8 @@ def evaluate_locally(url: str, engine: sa.Engine, names: list[str], n_processes:
                 time.sleep(1.0)
             done, total = progress_line(engine, evaluations)
             live.update(f"evaluation runs: {done} of {total} stored")
+        if not out.is_terminal:
+            out.line()  # the last frame ends without a newline when the output is a file
     except KeyboardInterrupt:
         for p in procs:
             if p.poll() is None:

@@ -59,14 +59,14 @@ def count(n: int | None) -> str:
 
 
 def horizon_table(horizon: int, final: list[Row], baselines: list[Row]) -> Table:
-    table = Table(title=f"H = {horizon}: test AUC with 95% intervals (block bootstrap over test days x seeds)", title_justify="left")
-    for name in ("model", "params", "seeds", "test AUC [95% CI]", "sd over seeds", "test PR-AUC [95% CI]", "vs best baseline", "flags"):
+    table = Table(title=f"H = {horizon}: test AUC, mean over seeds, 95% CI (block bootstrap over test days x seeds)", title_justify="left")
+    for name in ("model", "params", "test AUC [95% CI]", "seed sd", "PR-AUC [95% CI]", "vs best baseline", "flags"):
         table.add_column(name, justify="left" if name in ("model", "flags") else "right", no_wrap=name == "model")
     for r in final:
         if r["horizon"] != horizon or not r["chosen"]:
             continue
-        flags = f"{r['under_trained_runs']} under-trained" if r["under_trained_runs"] else ""
-        table.add_row(f"{r['budget']} ({r['study_name']} #{r['trial_number']})", count(r["n_params"]), str(r["n_seeds"]),
+        flags = f"{r['under_trained_runs']}/{r['n_seeds']} under-trained" if r["under_trained_runs"] else ""
+        table.add_row(f"{r['budget']} #{r['trial_number']} x{r['n_seeds']}", count(r["n_params"]),
                       ci(r["test_auc"], r["test_auc_low"], r["test_auc_high"]),
                       "-" if r["test_auc_sd"] is None else f"{r['test_auc_sd']:.3f}",
                       ci(r["test_pr_auc"], r["test_pr_auc_low"], r["test_pr_auc_high"]),
@@ -74,8 +74,7 @@ def horizon_table(horizon: int, final: list[Row], baselines: list[Row]) -> Table
     for b in baselines:
         if b["horizon"] != horizon:
             continue
-        name = f"baseline {b['model']}" + (" (best on validation)" if b["best"] else "")
-        table.add_row(name, "-", "-", ci(b["test_auc"], b["test_auc_low"], b["test_auc_high"]), "-",
+        table.add_row(b["model"] + (" (best)" if b["best"] else ""), "-", ci(b["test_auc"], b["test_auc_low"], b["test_auc_high"]), "-",
                       ci(b["test_pr_auc"], b["test_pr_auc_low"], b["test_pr_auc_high"]), "-", "")
     return table
 
@@ -85,7 +84,10 @@ def print_answer(engine: sa.Engine, dataset_name: str, dataset_version: int, out
     scaling, final, baselines = answer_rows(engine, dataset_name, dataset_version)
     if not scaling:
         return False
-    out.print(f"[bold]the answer on {dataset_name}:{dataset_version}[/] (test split, scored once per run)")
+    if not out.is_terminal and out.width < 170:
+        out = Console(file=out.file, width=170)  # a log file: never squeeze the table
+    out.print(f"[bold]the answer on {dataset_name}:{dataset_version}[/] (test split, scored once per run; "
+              "model: budget, search trial #, seeds; best: the baseline with the best validation AUC)")
     for s in scaling:
         out.print(horizon_table(s["horizon"], final, baselines))
         out.print(f"[bold]verdict:[/] {s['sentence']}")
