@@ -108,6 +108,7 @@ def plot_answer(final: list[Row], baselines: list[Row], scaling: list[Row], path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     horizons = [s["horizon"] for s in scaling]
     fig, axes = plt.subplots(1, len(horizons), figsize=(5.4 * len(horizons), 4.6), sharey=True, squeeze=False)
@@ -131,6 +132,9 @@ def plot_answer(final: list[Row], baselines: list[Row], scaling: list[Row], path
         if len(chosen_pts) > 1:
             ax.plot([r["n_params"] for r in chosen_pts], [r["test_auc"] for r in chosen_pts], color="black", linewidth=0.8)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: count(int(round(x)))))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("parameters (real count, log scale)")
         ax.set_title(f"H = {horizon}")
         ax.grid(True, which="major", alpha=0.3)
@@ -151,6 +155,7 @@ def plot_curves(runs: list[Row], horizons: list[int], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(horizons), figsize=(5.4 * len(horizons), 4.0), sharey=True, squeeze=False)
     budgets = sorted({(r["budget_params"], r["budget"]) for r in runs})
@@ -165,6 +170,7 @@ def plot_curves(runs: list[Row], horizons: list[int], path: Path) -> None:
                     color=colours[r["budget"]], markersize=8)
         ax.set_title(f"H = {horizon}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("validation AUC")
     handles: dict[str, Any] = {}
