@@ -1,13 +1,13 @@
 """The worker: claim an item, run it, report it, repeat until every selected study meets its target.
 
     while not stopped:
-        reap overdue attempts (lost, stalled, timed out)  -> failed, recorded, re-queued (capped)
         claim an item of the study furthest behind        -> one transaction, exact counts (ledger)
         run it with the executor of its kind              -> heartbeats carry its progress counter
         finish the attempt, then tell Optuna              -> ledger, trial_records, Optuna agree
 
-A background thread beats the running attempt's heartbeat (with its step counter) and refreshes
-the GPU lease. SIGTERM or SIGINT stops the item at the next batch or epoch boundary; it is failed
+A background thread beats the running attempt's heartbeat (with its step counter), refreshes
+the GPU lease, and reaps overdue attempts (lost, stalled, timed out: failed, recorded, re-queued
+up to the retry limit), this worker's own included. SIGTERM or SIGINT stops the item at the next batch or epoch boundary; it is failed
 with reason "worker stopped", re-queued for another worker, and the process exits 0. An attempt
 reaped while it ran (its heartbeat says so) is stopped too, and whatever it reports afterwards is
 kept as a late result. A dropped or restarting database is survived by backing off and retrying
@@ -81,7 +81,6 @@ class Worker:
         self.lost = threading.Event()  # the running attempt was reaped while it ran
         self.done_trials = 0
         self.unexpected_errors = 0
-        self.last_reap = 0.0
         self.samples_cache: dict[tuple, Any] = {}
         self.datasets_cache: dict[tuple[str, int], Any] = {}
 
@@ -184,7 +183,6 @@ class Worker:
             if self.options.max_trials is not None and self.done_trials >= self.options.max_trials:
                 log.info("finished %d trials (--max-trials)", self.done_trials)
                 break
-            self.maybe_reap()
             claimed = with_reconnect(
                 lambda: claims.claim_next(self.engine, self.storage, self.entries, self.who(), kinds), "claim a trial"
             )
@@ -193,6 +191,7 @@ class Worker:
                 continue
             if claimed is None:
                 if self.all_done(kinds):
+                    with_reconnect(self.reap, "settle Optuna with the ledger")  # leave nothing half-done behind
                     log.info("every selected study has met its target")
                     break
                 if not idle_logged:
@@ -215,13 +214,9 @@ class Worker:
 
         return with_reconnect(read, "read progress")
 
-    def maybe_reap(self) -> None:
-        """Fail and retry overdue attempts; at most once per heartbeat interval per worker."""
-        now = time.monotonic()
-        if now - self.last_reap < self.options.liveness.heartbeat_interval:
-            return
-        self.last_reap = now
-        reaped = with_reconnect(lambda: reaper.reap(self.engine, self.storage, self.entries, self.options.liveness), "reap overdue attempts")
+    def reap(self) -> None:
+        """Fail and retry overdue attempts (this worker's own included: a hung trial is timed out too)."""
+        reaped = reaper.reap(self.engine, self.storage, self.entries, self.options.liveness)
         if reaped:
             log.warning("reaped %d attempt(s)", reaped)
 
@@ -237,6 +232,8 @@ class Worker:
             log.error("GPU lease %s was lost (expired and taken by another worker)", self.lease.describe())
 
     def heartbeat_loop(self) -> None:
+        """Every heartbeat interval: beat (first: after an outage our own attempt is re-asserted
+        before we judge anyone else's), then reap. Runs while the main thread trains."""
         interval = self.options.liveness.heartbeat_interval
         failing = False
         while True:
@@ -246,6 +243,8 @@ class Worker:
                 time.sleep(interval)  # stopping: keep the attempt alive until it has been reported
             try:
                 self.beat()
+                if not self.stop.is_set():
+                    self.reap()
                 if failing:
                     log.info("heartbeats resumed")
                 failing = False

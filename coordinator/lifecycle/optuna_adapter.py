@@ -76,6 +76,16 @@ def tell_by_name(storage: Storage, study_name: str, number: int, state: str, val
     return tell(optuna.load_study(study_name=study_name, storage=storage), number, state, value)
 
 
+def discard_waiting(storage: Storage, study_name: str) -> bool:
+    """Take the study's oldest WAITING trial (left by a claim that died after enqueue_trial) and fail it.
+
+    Callers hold the study's claim lock, so it is nobody's. Public API only: ask pops it, tell fails it.
+    """
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=optuna.samplers.RandomSampler())
+    trial = study.ask()
+    return tell(study, trial.number, "FAIL", None)
+
+
 def report(trial: optuna.Trial, value: float, step: int) -> bool:
     """Report an intermediate value; True when the pruner says stop."""
     trial.report(value, step)

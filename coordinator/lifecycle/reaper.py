@@ -11,7 +11,8 @@ It is failed with that reason, its item re-queued with the same parameters (at m
 times), and Optuna told FAIL. Safe from any number of processes at once (SKIP LOCKED).
 
 Afterwards Optuna is made to agree with the ledger: a trial still RUNNING in Optuna with no
-running attempt (a claim died after ask, or a finisher died before tell) is told the ledger's outcome.
+running attempt (a claim died after ask, or a finisher died before tell) is told the ledger's
+outcome, and a WAITING one (a claim died between enqueue_trial and ask) is asked and failed.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def settle_optuna(engine: sa.Engine, storage: optuna_adapter.Storage, names: lis
                 continue
             again = conn.execute(query("unsettled_optuna_trials"), {"names": [trial.study_name]}).all()
             if not any(t.number == trial.number for t in again):
+                continue
+            if trial.optuna_state == "WAITING":
+                settled += optuna_adapter.discard_waiting(storage, trial.study_name)
                 continue
             state = trial.attempt_state or "FAIL"
             settled += optuna_adapter.tell_by_name(storage, trial.study_name, trial.number, state, trial.value)
