@@ -76,10 +76,12 @@ def local_command(
         plans = run_create_studies(url, MatrixRequest(dataset=chosen, preset=preset.value))
         names = [p.spec.name for p in plans]
         failed = run_workers(url, names, workers, device.value, engine)
-        if evaluate and not failed:
-            from coordinator.evaluation.commands import evaluate_locally
+        if evaluate and not failed:  # the same workers, again: now they claim the evaluation runs
+            from coordinator.evaluation.commands import start_local, store_answers
 
-            failed += 0 if evaluate_locally(url, engine, names, workers, device.value, preset.value, logs_dir(), console) else 1
+            evaluations = start_local(url, engine, names, preset.value, console)
+            failed += run_workers(url, names, workers, device.value, engine)
+            store_answers(engine, evaluations)
         show_results(engine, names, report_dir, chosen)
         counts = final_counts(engine, names)
         if evaluate:

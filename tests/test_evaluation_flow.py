@@ -14,7 +14,8 @@ from coordinator.errors import UserError
 from coordinator.evaluation.plan import payloads, record_protocol, runs_done
 from coordinator.evaluation.protocol import make_protocol
 from coordinator.evaluation.summary import compute_verdicts, store_verdicts
-from coordinator.trials import Liveness, load_studies
+from coordinator.lifecycle.claims import load_studies
+from coordinator.lifecycle.settings import Liveness
 from tests.service_helpers import create, make_dataset, rows
 
 torch = pytest.importorskip("torch")
@@ -31,10 +32,11 @@ def one_thread() -> Iterator[None]:
 
 
 def searched(url: str, trials: int = 3) -> str:
-    """One smoke study on a synthetic dataset, searched with synthetic trials (real sampled configurations)."""
+    """One smoke study (10K parameters: seconds per trial) on a synthetic market, searched for real."""
     dataset = make_dataset(url, days=2500)
     create(url, dataset=dataset, preset="smoke", budgets=("10K",), horizons=(1,), trials=trials)
-    assert Worker(WorkerOptions(url=url, worker_id="searcher", synthetic=0.0, liveness=Liveness(1, 20, 2), poll_s=0.1)).run() == 0
+    options = WorkerOptions(url=url, worker_id="searcher", device="cpu", liveness=Liveness(1, 20, 2), poll_s=0.1)
+    assert Worker(options).run() == 0
     return dataset
 
 

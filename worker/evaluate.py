@@ -7,7 +7,9 @@ This module and that flag are the only code that reads test-split rows for a tra
 
 `evaluate_run` does one run and stores its row in `evaluation_runs` (an upsert keyed by study,
 configuration rank and seed, so a retried attempt replaces, never duplicates). Runs are work items
-of kind "evaluation" (`coordinator.evaluation.plan.payloads`).
+of kind "evaluation" in the ledger (`coordinator evaluate` enqueues them): any `worker` claims them
+like search trials, with the same heartbeats, stall detection, reaping and retries, through the
+executor `run_evaluation` registered below.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from coordinator.evaluation.plan import KIND
 from coordinator.evaluation.tables import evaluation_protocols, evaluation_runs
+from coordinator.lifecycle.claims import ClaimedItem
 from coordinator.metrics import binary_metrics
 from coordinator.records import study_specs
 from coordinator.search_space import SearchSpace, TrialConfig, suggest
 from coordinator.study_spec import StudySpec
+from worker.executors import Outcome, WorkerContext, register
 
 
 class EvaluationRefused(Exception):
@@ -74,10 +79,11 @@ def evaluate_run(
     *,
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[int], None] | None = None,
     worker: str | None = None,
     item_id: int | None = None,
     attempt_id: int | None = None,
-    samples_cache: dict[tuple, Any] | None = None,
+    samples_for: Callable[[StudySpec], Any] | None = None,
 ) -> dict[str, Any]:
     """Train and score one (study, rank, seed) run and store its row; returns the row."""
     from worker.train import train
@@ -89,9 +95,10 @@ def evaluate_run(
     if stored != payload["protocol_sha256"]:
         raise EvaluationRefused(f"study {study} is evaluated under protocol {str(stored)[:12]}…, this run belongs to {payload['protocol_sha256'][:12]}…")
     spec = load_spec(engine, study)
-    samples = study_samples(engine, spec, samples_cache)
+    samples = samples_for(spec) if samples_for is not None else study_samples(engine, spec)
     config = config_for(spec, payload["params"], payload["trial_number"], int(payload["seed"]))
-    result = train(config, samples, device=device, objective=spec.objective.metric, should_stop=should_stop, score_test=True)
+    result = train(config, samples, device=device, objective=spec.objective.metric, should_stop=should_stop, on_step=on_step,
+                   score_test=True)
     assert result.test_predictions is not None
     positions = samples.index["test"]
     test = binary_metrics(samples.labels[positions], result.test_predictions, prefix="test_", pred_prefix="test_")
@@ -131,65 +138,28 @@ def evaluate_run(
     return row
 
 
-def pending_payloads(engine: sa.Engine, study_names: list[str]) -> list[dict[str, Any]]:
-    """Every run of these studies' frozen protocols not stored yet, in a fixed order."""
-    from coordinator.evaluation.protocol import EvaluationProtocol
 
-    with engine.connect() as conn:
-        protocols = conn.execute(sa.select(evaluation_protocols).where(evaluation_protocols.c.study_name.in_(study_names))
-                                 .order_by(evaluation_protocols.c.study_name)).mappings().all()
-        stored = {(r.study_name, r.rank, r.seed) for r in conn.execute(
-            sa.select(evaluation_runs.c.study_name, evaluation_runs.c.rank, evaluation_runs.c.seed).where(evaluation_runs.c.study_name.in_(study_names)))}
-    out = []
-    for p in protocols:
-        protocol = EvaluationProtocol.from_dict(p["protocol"])
-        for c in p["configurations"]:
-            for seed in protocol.seeds:
-                if (p["study_name"], c["rank"], seed) not in stored:
-                    out.append({"slot": f"rank{c['rank']}-seed{seed}", "study_name": p["study_name"], "rank": c["rank"], "seed": seed,
-                                "trial_number": c["trial_number"], "params": c["params"], "protocol_sha256": p["protocol_sha256"]})
-    return out
+@register(KIND)
+def run_evaluation(context: WorkerContext, item: ClaimedItem) -> Outcome:
+    """One attempt of one evaluation run (the ledger does the claim, heartbeats, reaping, retries)."""
+    import optuna
 
+    from worker.train import TrialFailed, TrialInterrupted
 
-def run_shard(url: str, study_names: list[str], shard: int, shards: int, device: str = "cpu", worker: str | None = None) -> int:
-    """Run this process's share (every shards-th pending run, from `shard`) sequentially; returns runs done.
-
-    The single-machine path of `coordinator local` (disjoint shards, so no two processes train the
-    same run); a fleet pulls the same runs as work items instead.
-    """
-    from coordinator import db
-
-    engine = db.make_engine(url)
-    cache: dict[tuple, Any] = {}
-    done = 0
+    if context.synthetic is not None:
+        return Outcome("FAIL", reason="evaluation runs train for real: `worker --synthetic` cannot run them")
     try:
-        for i, payload in enumerate(pending_payloads(engine, study_names)):
-            if i % shards == shard:
-                evaluate_run(engine, payload, device=device, worker=worker, samples_cache=cache)
-                done += 1
-    finally:
-        engine.dispose()
-    return done
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m worker.evaluate", description="Run pending evaluation runs of these studies.")
-    parser.add_argument("--database-url", required=True)
-    parser.add_argument("--studies", required=True, help="comma-separated study names")
-    parser.add_argument("--shard", default="0/1", help="I/N: run every N-th pending run starting at I")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--worker-id", default=None)
-    args = parser.parse_args(argv)
-    shard, shards = (int(x) for x in args.shard.split("/"))
-    if args.device == "auto":
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    done = run_shard(args.database_url, [s for s in args.studies.split(",") if s], shard, shards, args.device, args.worker_id)
-    print(f"{done} evaluation run(s) done", flush=True)
-
-
-if __name__ == "__main__":
-    main()
+        row = evaluate_run(
+            context.engine, item.payload, device=context.device, should_stop=context.should_stop, on_step=context.progress,
+            worker=getattr(getattr(context, "options", None), "worker_id", None), item_id=item.item_id,
+            attempt_id=item.attempt_id, samples_for=context.samples_for,
+        )
+    except (EvaluationRefused, TrialFailed) as exc:
+        return Outcome("FAIL", reason=str(exc))
+    except TrialInterrupted:
+        return Outcome("STOPPED", reason="worker stopped")
+    except optuna.TrialPruned as exc:  # diverged or collapsed with this seed: recorded, not retried
+        return Outcome("FAIL", reason=f"evaluation run {exc}")
+    # The ledger's value is the run's validation objective (as for a trial); test metrics are in evaluation_runs.
+    return Outcome("COMPLETE", value=row["objective_value"],
+                   details={"best_epoch": row["best_epoch"], "epochs_run": row["epochs_run"], "test_auc": row["test_auc"]})

@@ -10,7 +10,6 @@ and recomputes the verdicts from what is stored.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import sqlalchemy as sa
@@ -19,9 +18,9 @@ from rich.console import Console
 
 from coordinator.app import database_url, split_globs
 from coordinator.errors import UserError
-from coordinator.evaluation.plan import StudyEvaluation, payloads, record_protocol, runs_done
+from coordinator.evaluation.plan import KIND, StudyEvaluation, payloads, record_protocol
 from coordinator.evaluation.protocol import EvaluationProtocol, make_protocol
-from coordinator.trials import StudyEntry
+from coordinator.lifecycle.claims import StudyEntry
 
 console = Console(stderr=True)
 
@@ -29,7 +28,7 @@ console = Console(stderr=True)
 def select_studies(engine: sa.Engine, studies: str | None, dataset: str | None) -> list[StudyEntry]:
     """Studies matching the globs, of one dataset (refused when several and none named)."""
     from coordinator.datasets import select_dataset_rows
-    from coordinator.trials import load_studies
+    from coordinator.lifecycle.claims import load_studies
 
     globs = split_globs(studies)
     entries = load_studies(engine, ",".join(globs) if globs else None)
@@ -65,17 +64,19 @@ def prepare(url: str, engine: sa.Engine, entries: list[StudyEntry], protocol: Ev
 def summarise(engine: sa.Engine, evaluations: list[StudyEvaluation], out: Console) -> None:
     """Compute, store and print the verdicts of the datasets these evaluations belong to."""
     from coordinator.evaluation.report import print_answer
-    from coordinator.evaluation.summary import compute_verdicts, store_verdicts
 
+    store_answers(engine, evaluations)
     for name, version in sorted({(e.entry.spec.dataset.name, e.entry.spec.dataset.version) for e in evaluations}):
-        verdicts = compute_verdicts(engine, name, version)
-        store_verdicts(engine, verdicts)
         print_answer(engine, name, version, out)
 
 
 def progress_line(engine: sa.Engine, evaluations: list[StudyEvaluation]) -> tuple[int, int]:
-    done = runs_done(engine, [e.entry.name for e in evaluations])
-    return sum(min(done[e.entry.name], e.n_runs) for e in evaluations), sum(e.n_runs for e in evaluations)
+    """(finished, total) evaluation items of these studies, from the ledger's slot rule."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT COALESCE(sum(finished), 0), COALESCE(sum(slots), 0) FROM work_counts "
+                                   "WHERE kind = :kind AND study_name = ANY(:names)"),
+                           {"kind": KIND, "names": [e.entry.name for e in evaluations]}).one()
+    return int(row[0]), int(row[1])
 
 
 def evaluate_command(
@@ -105,8 +106,8 @@ def evaluate_command(
             wait_for_runs(engine, evaluations)
         done, total = progress_line(engine, evaluations)
         if done < total:
-            console.print(f"{done} of {total} evaluation runs stored; start workers, then run `coordinator evaluate` again "
-                          "(or with --wait) for the answer")
+            console.print(f"{done} of {total} evaluation runs finished: workers on these studies claim the rest "
+                          "(`worker --studies ...`); run `coordinator evaluate` again (or with --wait) for the answer")
         summarise(engine, evaluations, Console())
     finally:
         engine.dispose()
@@ -125,60 +126,28 @@ def wait_for_runs(engine: sa.Engine, evaluations: list[StudyEvaluation], poll_s:
 
 
 def submit(engine: sa.Engine, evaluations: list[StudyEvaluation]) -> int:
-    """Make the evaluation runs available to workers; returns how many were new.
+    """Enqueue every study's evaluation runs as ledger items of kind "evaluation"; returns how many
+    are new (slots are the payloads' fixed order, so enqueueing again adds nothing)."""
+    from coordinator.lifecycle.ledger import enqueue_items
 
-    Until the trial ledger distributes them, the runs are executed by `python -m worker.evaluate`
-    processes (each takes its share of the missing runs); nothing is queued here.
-    """
-    done = runs_done(engine, [e.entry.name for e in evaluations])
-    return sum(max(0, len(payloads(e)) - done[e.entry.name]) for e in evaluations)
+    with engine.begin() as conn:
+        return sum(enqueue_items(conn, KIND, e.entry.name, payloads(e)) for e in evaluations)
 
 
-def evaluate_locally(url: str, engine: sa.Engine, names: list[str], n_processes: int, device: str, preset: str,
-                     logs: Path, out: Console) -> bool:
-    """`coordinator local`'s evaluation step: freeze protocols, run the runs in n local processes
-    (disjoint shards) with a progress line, store the verdicts. False if a process failed."""
-    import os
-    import subprocess
-    import sys
-
-    from rich.live import Live
-
+def start_local(url: str, engine: sa.Engine, names: list[str], preset: str, out: Console) -> list[StudyEvaluation]:
+    """`coordinator local`'s evaluation step: freeze protocols and enqueue the runs of these studies
+    (the same local workers then claim them); the smoke preset's protocol for the smoke matrix."""
     protocol = make_protocol("smoke" if preset == "smoke" else "default")
     entries = [e for e in select_studies(engine, ",".join(names), "all") if e.name in names]
     evaluations = prepare(url, engine, entries, protocol)
-    if not evaluations:
-        return True
-    out.print(f"[bold]evaluation[/] {protocol.describe()}")
-    env = {**os.environ}
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_processes)))
-    studies = ",".join(e.entry.name for e in evaluations)
-    procs = []
-    for i in range(n_processes):
-        log = (logs / f"evaluate-{i + 1}.log").open("w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "worker.evaluate", "--database-url", url, "--studies", studies,
-                                       "--shard", f"{i}/{n_processes}", "--device", device, "--worker-id", f"local-eval-{i + 1}"],
-                                      stdout=log, stderr=subprocess.STDOUT, env=env))
-    try:
-        with Live(console=out, refresh_per_second=1) as live:
-            while any(p.poll() is None for p in procs):
-                done, total = progress_line(engine, evaluations)
-                live.update(f"evaluation runs: {done} of {total} stored")
-                time.sleep(1.0)
-            done, total = progress_line(engine, evaluations)
-            live.update(f"evaluation runs: {done} of {total} stored")
-        if not out.is_terminal:
-            out.line()  # the last frame ends without a newline when the output is a file
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            p.wait()
-        raise
-    failed = [p for p in procs if p.returncode != 0]
+    added = submit(engine, evaluations)
+    out.print(f"[bold]evaluation[/] {protocol.describe()}: {sum(e.n_runs for e in evaluations)} runs ({added} new)")
+    return evaluations
+
+
+def store_answers(engine: sa.Engine, evaluations: list[StudyEvaluation]) -> None:
+    """Compute and store the verdicts of the datasets these evaluations belong to."""
     from coordinator.evaluation.summary import compute_verdicts, store_verdicts
 
     for name, version in sorted({(e.entry.spec.dataset.name, e.entry.spec.dataset.version) for e in evaluations}):
         store_verdicts(engine, compute_verdicts(engine, name, version))
-    return not failed

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from coordinator.errors import UserError
 from coordinator.evaluation.protocol import EvaluationProtocol
 from coordinator.evaluation.tables import evaluation_protocols, evaluation_runs
-from coordinator.trials import StudyEntry
+from coordinator.lifecycle.claims import StudyEntry
 
 KIND = "evaluation"  # the ledger's kind of work for evaluation runs
 
@@ -35,28 +35,33 @@ class StudyEvaluation:
         return len(self.configurations) * self.protocol.n_seeds
 
 
-def top_configurations(url: str, entry: StudyEntry, k: int) -> list[dict[str, Any]]:
-    """The study's k best COMPLETE trials by its objective, one per distinct configuration."""
-    import optuna
+def top_configurations(engine: sa.Engine, entry: StudyEntry, k: int) -> list[dict[str, Any]]:
+    """The study's k best COMPLETE search trials by its objective, one per distinct configuration.
 
-    from coordinator import db
+    Read from the ledger: synthetic attempts (`worker --synthetic`, a sleep and a pseudo-objective)
+    are not results and are never evaluated.
+    """
+    from coordinator.lifecycle.ledger import SEARCH, attempts, work_items
 
-    storage = db.optuna_storage(url)
-    try:
-        study = optuna.load_study(study_name=entry.name, storage=storage)
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    finally:
-        storage.engine.dispose()
-    sign = -1.0 if entry.spec.objective.direction == "maximize" else 1.0
+    a, i = attempts, work_items
+    order = a.c.value.desc() if entry.spec.objective.direction == "maximize" else a.c.value.asc()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(a.c.trial_number, a.c.trial_id, a.c.params, a.c.value, a.c.n_params)
+            .join(i, i.c.item_id == a.c.item_id)
+            .where(i.c.kind == SEARCH, i.c.study_name == entry.name, a.c.state == "COMPLETE", sa.not_(a.c.synthetic),
+                   a.c.value.is_not(None), a.c.params.is_not(None))
+            .order_by(order, a.c.trial_number)
+        ).all()
     chosen: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for t in sorted(complete, key=lambda t: (sign * float(t.value), t.number)):
-        key = json.dumps(t.params, sort_keys=True)
+    for r in rows:
+        key = json.dumps(r.params, sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
-        chosen.append({"rank": len(chosen) + 1, "trial_number": t.number, "trial_id": t._trial_id, "params": t.params,
-                       "objective": float(t.value), "n_params": t.user_attrs.get("n_params")})
+        chosen.append({"rank": len(chosen) + 1, "trial_number": r.trial_number, "trial_id": r.trial_id, "params": r.params,
+                       "objective": float(r.value), "n_params": r.n_params})
         if len(chosen) == k:
             break
     return chosen
@@ -69,9 +74,9 @@ def record_protocol(url: str, engine: sa.Engine, entry: StudyEntry, protocol: Ev
         row = conn.execute(sa.select(t).where(t.c.study_name == entry.name)).mappings().first()
     if row is not None:
         return check_same(entry, protocol, row)
-    configurations = top_configurations(url, entry, protocol.k)
+    configurations = top_configurations(engine, entry, protocol.k)
     if not configurations:
-        raise UserError(f"study {entry.name} has no COMPLETE trial to evaluate")
+        raise UserError(f"study {entry.name} has no COMPLETE (non-synthetic) trial to evaluate")
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('scalesweep.evaluation_protocol'), hashtext(:s))"),
                      {"s": entry.name})
