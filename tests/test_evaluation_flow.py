@@ -44,25 +44,25 @@ def test_protocol_is_frozen_and_immutable(engine: sa.Engine, initialised_db: str
     searched(initialised_db)
     entry = load_studies(engine)[0]
     protocol = make_protocol("smoke", k=2, n_seeds=2)
-    first = record_protocol(initialised_db, engine, entry, protocol)
+    first = record_protocol(engine, entry, protocol)
     assert first.status == "new" and [c["rank"] for c in first.configurations] == [1, 2]
     objectives = [c["objective"] for c in first.configurations]
     assert objectives == sorted(objectives, reverse=True)  # val_auc is maximised: best first
     best = rows(engine, "SELECT trial_number FROM leaderboard WHERE study_name = :s", s=entry.name)[0]["trial_number"]
     assert first.configurations[0]["trial_number"] == best
-    again = record_protocol(initialised_db, engine, entry, make_protocol("smoke", k=2, n_seeds=2))
+    again = record_protocol(engine, entry, make_protocol("smoke", k=2, n_seeds=2))
     assert again.status == "unchanged" and again.configurations == first.configurations
     items = payloads(first)
     assert len(items) == 4 and len({i["slot"] for i in items}) == 4
     with pytest.raises(UserError, match="already evaluated under another protocol"):
-        record_protocol(initialised_db, engine, entry, make_protocol("smoke", k=2, n_seeds=3))
+        record_protocol(engine, entry, make_protocol("smoke", k=2, n_seeds=3))
     assert rows(engine, "SELECT count(*) AS n FROM evaluation_protocols")[0]["n"] == 1
 
 
 def test_runs_verdict_views_and_report(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
     searched(initialised_db, trials=2)
     entry = load_studies(engine)[0]
-    evaluation = record_protocol(initialised_db, engine, entry, make_protocol("smoke", k=1, n_seeds=2))
+    evaluation = record_protocol(engine, entry, make_protocol("smoke", k=1, n_seeds=2))
     items = payloads(evaluation)
     first = evaluate_run(engine, items[0], worker="t", item_id=11, attempt_id=12)
     assert runs_done(engine, [entry.name]) == {entry.name: 1}
@@ -127,7 +127,7 @@ def test_runs_verdict_views_and_report(engine: sa.Engine, initialised_db: str, t
 def test_a_run_of_another_protocol_is_refused(engine: sa.Engine, initialised_db: str) -> None:
     searched(initialised_db, trials=1)
     entry = load_studies(engine)[0]
-    evaluation = record_protocol(initialised_db, engine, entry, make_protocol("smoke", k=1, n_seeds=1))
+    evaluation = record_protocol(engine, entry, make_protocol("smoke", k=1, n_seeds=1))
     item = payloads(evaluation)[0] | {"protocol_sha256": "0" * 64}
     with pytest.raises(EvaluationRefused, match="evaluated under protocol"):
         evaluate_run(engine, item)

@@ -53,7 +53,7 @@ def test_racing_workers_run_each_evaluation_exactly_once_and_survive_a_sigkill(
     create(url, dataset=dataset, preset="smoke", budgets=("10K",), horizons=(1, 3), trials=2)
     assert Worker(WorkerOptions(url=url, worker_id="searcher", device="cpu", liveness=Liveness(1, 20, 2), poll_s=0.1)).run() == 0
     protocol = make_protocol("smoke", k=2, n_seeds=2)
-    evaluations = [record_protocol(url, engine, entry, protocol) for entry in load_studies(engine)]
+    evaluations = [record_protocol(engine, entry, protocol) for entry in load_studies(engine)]
     expected = sum(e.n_runs for e in evaluations)
     assert expected == 8 and submit(engine, evaluations) == 8
     assert submit(engine, evaluations) == 0  # enqueueing again adds nothing

@@ -49,7 +49,7 @@ def finished(engine: sa.Engine, names: list[str]) -> dict[str, bool]:
     return {name: remaining == 0 and running == 0 for name, remaining, running in rows}
 
 
-def prepare(url: str, engine: sa.Engine, entries: list[StudyEntry], protocol: EvaluationProtocol) -> list[StudyEvaluation]:
+def prepare(engine: sa.Engine, entries: list[StudyEntry], protocol: EvaluationProtocol) -> list[StudyEvaluation]:
     """Freeze protocol and configurations of every finished study; unfinished ones are skipped, said."""
     done = finished(engine, [e.name for e in entries])
     evaluations = []
@@ -57,7 +57,7 @@ def prepare(url: str, engine: sa.Engine, entries: list[StudyEntry], protocol: Ev
         if not done.get(entry.name):
             console.print(f"[yellow]skipped[/] {entry.name}: its search has not finished (evaluate after it)")
             continue
-        evaluations.append(record_protocol(url, engine, entry, protocol))
+        evaluations.append(record_protocol(engine, entry, protocol))
     return evaluations
 
 
@@ -96,7 +96,7 @@ def evaluate_command(
     protocol = make_protocol(preset, k=k, n_seeds=seeds)
     engine = db.connect(url)
     try:
-        evaluations = prepare(url, engine, select_studies(engine, studies, dataset), protocol)
+        evaluations = prepare(engine, select_studies(engine, studies, dataset), protocol)
         if not evaluations:
             raise UserError("no finished study to evaluate")
         submitted = submit(engine, evaluations)
@@ -139,7 +139,7 @@ def start_local(url: str, engine: sa.Engine, names: list[str], preset: str, out:
     (the same local workers then claim them); the smoke preset's protocol for the smoke matrix."""
     protocol = make_protocol("smoke" if preset == "smoke" else "default")
     entries = [e for e in select_studies(engine, ",".join(names), "all") if e.name in names]
-    evaluations = prepare(url, engine, entries, protocol)
+    evaluations = prepare(engine, entries, protocol)
     added = submit(engine, evaluations)
     out.print(f"[bold]evaluation[/] {protocol.describe()}: {sum(e.n_runs for e in evaluations)} runs ({added} new)")
     return evaluations

@@ -67,7 +67,7 @@ def top_configurations(engine: sa.Engine, entry: StudyEntry, k: int) -> list[dic
     return chosen
 
 
-def record_protocol(url: str, engine: sa.Engine, entry: StudyEntry, protocol: EvaluationProtocol) -> StudyEvaluation:
+def record_protocol(engine: sa.Engine, entry: StudyEntry, protocol: EvaluationProtocol) -> StudyEvaluation:
     """Freeze the study's protocol and configurations (first time), or return the stored ones."""
     t = evaluation_protocols
     with engine.connect() as conn:

@@ -86,16 +86,13 @@ class EvaluationPreset:
     k: int
     n_seeds: int
     replicates: int
-    wide_note: str | None = None  # said next to every answer of this preset
 
 
 PRESETS: dict[str, EvaluationPreset] = {
     "default": EvaluationPreset(k=3, n_seeds=5, replicates=2000),
     # Small enough for `make run` on 2 cores; with 3 seeds of one configuration the seed part of
-    # the interval rests on very few draws, and the report says so.
-    "smoke": EvaluationPreset(k=1, n_seeds=3, replicates=1000,
-                              wide_note="smoke protocol (1 configuration x 3 seeds, 3-epoch training): intervals are wide "
-                                        "and the answer is a demonstration, not a finding"),
+    # the interval rests on very few draws, and every answer says so (`wide_note_for`).
+    "smoke": EvaluationPreset(k=1, n_seeds=3, replicates=1000),
 }
 
 
