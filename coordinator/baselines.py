@@ -1,10 +1,20 @@
-"""The bar a transformer must beat: logistic regression and gradient boosting on the same samples.
+"""The bar a transformer must beat, on the same samples, labels, splits and metrics as the trials.
 
-Same labels, same splits, same metrics as the trials (coordinator.metrics): each sample's inputs are
-the features of the last day of its window (samples.features[t]), standardised with statistics of
-the train split only. Both models have fixed hyperparameters and are fitted on train only: nothing
-is tuned or early-stopped on validation or test, so the validation metrics (the ones trials report)
-and the test metrics are both out-of-sample.
+Inputs are stationary transforms of the last day of each window (`stationary_features`): returns
+and ratios to Close instead of raw price levels, which on the test years sit many standard
+deviations outside the training range. They are standardised with train statistics only.
+
+- logistic_regression and gradient_boosting: every stationary input;
+- volatility: logistic regression on two volatility measures only (ATR14 / Close and the 20-day
+  realised volatility of daily log returns): the label mostly measures whether the price moves
+  1% within H days, which a volatility level largely predicts;
+- base_rate: the train split's positive rate for every sample (AUC 0.5, PR-AUC = positive rate).
+
+Every model has fixed hyperparameters and is fitted on train only: nothing is tuned or early-stopped
+on validation or test, so the validation metrics (the ones trials report) and the test metrics are
+both out-of-sample. The best baseline of a horizon is chosen by validation AUC (`best_baseline`).
+The test predictions are kept (metrics JSON: test_positions, test_predictions) so the final
+evaluation bootstraps baselines and transformers on the same resampled test days.
 
 Stored per (dataset name, dataset version, horizon, model) in the `baselines` table, by
 `coordinator baselines` and by `coordinator create-studies` for every new study's dataset and horizon.
@@ -35,7 +45,7 @@ baselines = sa.Table(
     sa.Column("dataset_name", sa.Text, primary_key=True),
     sa.Column("dataset_version", sa.Integer, primary_key=True),
     sa.Column("horizon", sa.Integer, primary_key=True),
-    sa.Column("model", sa.Text, primary_key=True),  # logistic_regression | gradient_boosting
+    sa.Column("model", sa.Text, primary_key=True),  # one of MODELS
     sa.Column("dataset_sha256", sa.Text, nullable=False),
     sa.Column("n_train", sa.Integer, nullable=False),
     sa.Column("n_val", sa.Integer, nullable=False),
@@ -58,15 +68,33 @@ baselines = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
-MODELS = ("logistic_regression", "gradient_boosting")
+MODELS = ("logistic_regression", "gradient_boosting", "volatility", "base_rate")
+VOLATILITY_INPUTS = ("atr_14_to_close", "realised_vol_20")
+
+
+class BaseRate:
+    """Predicts the train split's positive rate for every sample: the AUC 0.5 reference."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> BaseRate:
+        self.rate = float(np.mean(y))
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = np.full(len(x), self.rate)
+        return np.column_stack([1.0 - p, p])
+
+    def get_params(self) -> dict[str, Any]:
+        return {"rate": self.rate} if hasattr(self, "rate") else {}
 
 
 def make_model(name: str) -> Any:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
-    if name == "logistic_regression":
+    if name in ("logistic_regression", "volatility"):
         return LogisticRegression(C=1.0, max_iter=5000)
+    if name == "base_rate":
+        return BaseRate()
     # Fixed, conservative settings: no early stopping, so no split but train is ever looked at.
     return HistGradientBoostingClassifier(
         max_iter=200,
@@ -79,9 +107,61 @@ def make_model(name: str) -> Any:
     )
 
 
-def last_day_features(samples: Samples) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """split -> (X, y): the last day of each window, standardised with train statistics."""
-    raw = {name: samples.features[pos].astype(np.float64) for name, pos in samples.index.items()}
+PRICE_LEVELS = ("open", "high", "low", "vwap_20")  # and every dema_* / sma_*: divided by Close
+VOLUME_SCALED = ("adosc",)  # divided by the 20-day mean volume
+PASSED_THROUGH_PREFIXES = ("rsi_", "stochrsi_", "adx_", "bb_pctb", "vix_")  # bounded or mean-reverting already
+
+
+def stationary_features(samples: Samples) -> tuple[np.ndarray, list[str]]:
+    """(T, F') float64 inputs that do not drift with the price level, and their names.
+
+    Every value on day t uses days <= t only (trailing windows); the first days are NaN and are
+    never a sample (samples start `context` days in).
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame(samples.features.astype(np.float64), columns=samples.input_columns)
+    close = frame["close"]
+    log_return = np.log(close).diff()
+    mean_volume = frame["volume"].rolling(20).mean() if "volume" in frame else None
+    out: dict[str, pd.Series] = {
+        "return_1": close.pct_change(1),
+        "return_5": close.pct_change(5),
+        "return_20": close.pct_change(20),
+        "realised_vol_20": log_return.rolling(20).std(),
+    }
+    for name in samples.input_columns:
+        column = frame[name]
+        if name == "close":
+            continue  # its information is in the returns above
+        if name in PRICE_LEVELS or name.startswith(("dema_", "sma_")):
+            out[f"{name}_to_close"] = column / close - 1.0
+        elif name in ("atr_14", "macd"):
+            out[f"{name}_to_close"] = column / close
+        elif name == "volume" and mean_volume is not None:
+            out["volume_to_mean_20"] = np.log(column / mean_volume)
+        elif name == "obv" and mean_volume is not None:
+            out["obv_change_5_to_volume"] = column.diff(5) / mean_volume
+        elif name in VOLUME_SCALED and mean_volume is not None:
+            out[f"{name}_to_volume"] = column / mean_volume
+        elif name.startswith(PASSED_THROUGH_PREFIXES):
+            out[name] = column
+        else:
+            raise ValueError(f"no stationary transform for input column {name!r}: add one to stationary_features")
+    table = pd.DataFrame(out)
+    return table.to_numpy(dtype=np.float64), list(table.columns)
+
+
+def last_day_features(samples: Samples, columns: tuple[str, ...] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """split -> (X, y): stationary inputs of the last day of each window, standardised with train
+    statistics; `columns` restricts them (e.g. VOLATILITY_INPUTS)."""
+    values, names = stationary_features(samples)
+    if columns is not None:  # inputs a dataset lacks (e.g. no ATR column) are left out
+        values = values[:, [names.index(c) for c in columns if c in names]]
+    raw = {name: values[pos] for name, pos in samples.index.items()}
+    for name, x in raw.items():
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"non-finite stationary inputs in the {name} split (a window starts too early?)")
     mean, std = raw["train"].mean(axis=0), raw["train"].std(axis=0)
     std[std == 0] = 1.0
     return {name: ((x - mean) / std, samples.labels[samples.index[name]].astype(np.float64)) for name, x in raw.items()}
@@ -91,10 +171,11 @@ def compute_baselines(samples: Samples) -> list[dict[str, Any]]:
     """One dict per model: n_* sizes, val_* and pred_* (as trials), test_* and test_pred_*."""
     from threadpoolctl import threadpool_limits
 
-    data = last_day_features(samples)
-    x_train, y_train = data["train"]
+    inputs = {"all": last_day_features(samples), "volatility": last_day_features(samples, VOLATILITY_INPUTS)}
     results = []
     for name in MODELS:
+        data = inputs["volatility" if name == "volatility" else "all"]
+        x_train, y_train = data["train"]
         started = time.perf_counter()
         # A few thousand rows: one thread is fastest, and OpenMP threads spinning on shared cores
         # made gradient boosting ~20x slower when other processes were busy.
@@ -111,7 +192,12 @@ def compute_baselines(samples: Samples) -> list[dict[str, Any]]:
         }
         for split, prefix, pred_prefix in (("val", "val_", ""), ("test", "test_", "test_")):
             x, y = data[split]
-            result.update(binary_metrics(y, model.predict_proba(x)[:, 1], prefix=prefix, pred_prefix=pred_prefix))
+            probs = model.predict_proba(x)[:, 1]
+            result.update(binary_metrics(y, probs, prefix=prefix, pred_prefix=pred_prefix))
+            if split == "test":
+                result["test_positions"] = samples.index["test"].tolist()
+                result["test_predictions"] = probs.tolist()
+        result["inputs"] = list(VOLATILITY_INPUTS) if name == "volatility" else "all stationary inputs"
         result["seconds"] = time.perf_counter() - started
         results.append(result)
     return results
@@ -141,6 +227,13 @@ def store_baselines(engine: sa.Engine, dataset: Dataset, horizon: int, results: 
             ),
             rows,
         )
+
+
+def best_baseline(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The baseline with the highest validation AUC (never chosen on test); the base rate is the
+    AUC 0.5 reference, not a contender. None without candidates."""
+    candidates = [r for r in rows if r["model"] != "base_rate"]
+    return max(candidates, key=lambda r: r["val_auc"]) if candidates else None
 
 
 def has_baselines(engine: sa.Engine, dataset: Dataset, horizon: int) -> bool:

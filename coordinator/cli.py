@@ -19,6 +19,7 @@ from coordinator.data.commands import data_app
 from coordinator.db_commands import db_app
 from coordinator.export import export_command
 from coordinator.dashboard import dashboard_command
+from coordinator.evaluation.commands import evaluate_command
 from coordinator.local import local_command
 from coordinator.reports import leaderboard_command, report_command, status_command
 from coordinator.search_space import search_space_command
@@ -71,6 +72,7 @@ app.command("leaderboard")(leaderboard_command)
 app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("dashboard")(dashboard_command)
+app.command("evaluate")(evaluate_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,6 +53,7 @@ def local_command(
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="NAME[:VERSION]; default: the one the existing studies use, else the only one registered.")] = None,
     device: Annotated[Device, typer.Option("--device", help="Worker device.")] = Device.auto,
     report_dir: Annotated[Path, typer.Option("--report-dir", help="Where to write the HTML report.")] = Path("report"),
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="After the search: re-train the best configurations with fresh seeds, score them on test, print the answer.")] = True,
 ) -> None:
     """Run the study matrix on this machine: database, dataset, studies, N workers, live progress, results."""
     if report_dir.exists() and not report_dir.is_dir():
@@ -68,8 +69,19 @@ def local_command(
         plans = run_create_studies(url, MatrixRequest(dataset=chosen, preset=preset.value))
         names = [p.spec.name for p in plans]
         failed = run_workers(url, names, workers, device.value, engine)
-        show_results(engine, names, report_dir)
+        if evaluate and not failed:  # the same workers, again: now they claim the evaluation runs
+            from coordinator.evaluation.commands import start_local, store_answers
+
+            evaluations = start_local(url, engine, names, preset.value, console)
+            failed += run_workers(url, names, workers, device.value, engine)
+            store_answers(engine, evaluations)
+        show_results(engine, names, report_dir, chosen)
         counts = final_counts(engine, names)
+        if evaluate:
+            from coordinator.evaluation.report import print_answer
+
+            ref = plans[0].spec.dataset
+            print_answer(engine, ref.name, ref.version, Console())
     finally:
         engine.dispose()
     console.print(
@@ -252,7 +264,7 @@ def final_counts(engine: sa.Engine, names: list[str]) -> dict[str, int]:
     return {k: int(v) for k, v in row.items()}
 
 
-def show_results(engine: sa.Engine, names: list[str], report_dir: Path) -> None:
+def show_results(engine: sa.Engine, names: list[str], report_dir: Path, dataset: str | None = None) -> None:
     """The leaderboard of these studies, then the HTML report (of every study in the database)."""
     from coordinator import reports
 
@@ -260,4 +272,4 @@ def show_results(engine: sa.Engine, names: list[str], report_dir: Path) -> None:
     table = reports.leaderboard_table(board)
     table.columns[0].no_wrap = True  # the study name is the key: never truncate it
     Console(width=max(Console().width, 160)).print(table)
-    console.print(f"[bold]report[/] {reports.write_report(engine, report_dir).resolve()}")
+    console.print(f"[bold]report[/] {reports.write_report(engine, report_dir, dataset).resolve()}")

@@ -69,9 +69,12 @@ def study_progress(engine: sa.Engine, pattern: str | None = None) -> list[Row]:
 def leaderboard(engine: sa.Engine, pattern: str | None = None) -> list[Row]:
     if pattern is not None:
         select_studies(study_progress(engine), pattern)  # unknown study: error even if nothing completed yet
+    from coordinator.evaluation.report import with_test_auc
+
     rows = query(engine, "SELECT * FROM leaderboard ORDER BY horizon NULLS LAST, budget_params NULLS LAST, study_name")
     globs = split_globs(pattern)
-    return rows if globs is None else [r for r in rows if matches(r["study_name"], globs)]
+    # Once evaluated, the test AUC (with interval) of the study's answer sits next to its validation objective.
+    return with_test_auc(engine, rows if globs is None else [r for r in rows if matches(r["study_name"], globs)])
 
 
 def completed_trials(engine: sa.Engine) -> list[Row]:
@@ -167,6 +170,7 @@ def status_summary(rows: list[Row]) -> str:
 
 LEADERBOARD_TABLE_COLUMNS = [
     ("study", "study_name"), ("trial", "trial_number"), ("objective", "objective"), ("val_auc", "val_auc"),
+    ("test AUC [95% CI]", "test_auc_ci"),
     ("params", "n_params"), ("d_model", "d_model"), ("layers", "n_layers"), ("heads", "n_heads"), ("d_ff", "d_ff"),
     ("lr", "learning_rate"), ("wd", "weight_decay"), ("dropout", "dropout"), ("epochs", "epochs_run"),
     ("best epoch", "best_epoch"),
@@ -219,20 +223,45 @@ def view_columns(engine: sa.Engine, view: str) -> list[str]:
 # The HTML report
 
 
-def write_report(engine: sa.Engine, out_dir: Path) -> Path:
-    """index.html plus one PNG of validation AUC vs real parameter count; works on partial data."""
+def report_dataset(engine: sa.Engine, dataset: str | None) -> tuple[str, int] | None:
+    """The one dataset version a report shows (None without studies): a report never mixes datasets,
+    so several in use and none named (or `all`) is refused."""
+    from coordinator.datasets import ALL
+
+    if dataset == ALL:
+        raise UserError("a report shows one dataset: choose it with --dataset NAME[:VERSION]")
+    present = sorted({(r["dataset_name"], r["dataset_version"]) for r in select_dataset_rows(study_progress(engine), dataset)
+                      if r["dataset_name"] is not None})
+    if len(present) > 1:
+        names = ", ".join(f"{n}:{v}" for n, v in present)
+        raise UserError(f"--dataset {dataset} matches {len(present)} dataset versions ({names}): add the version, e.g. {names.split(', ')[-1]}")
+    return present[0] if present else None
+
+
+def write_report(engine: sa.Engine, out_dir: Path, dataset: str | None = None) -> Path:
+    """index.html plus PNG figures for one dataset version: the evaluated answer (test AUC with
+    intervals vs real parameter count, verdicts, learning curves) when there is one, then validation
+    AUC vs real parameter count of the search; works on partial data."""
+    from coordinator.evaluation.report import html_section
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    progress = study_progress(engine)
-    board = leaderboard(engine)
-    points = completed_trials(engine)
-    lines = baselines(engine)
+    key = report_dataset(engine, dataset)
+
+    def mine(rows: list[Row]) -> list[Row]:
+        return [r for r in rows if key is None or (r["dataset_name"], r["dataset_version"]) == key]
+
+    progress = mine(study_progress(engine))
+    board = mine(leaderboard(engine))
+    points = mine(completed_trials(engine))
+    lines = mine(baselines(engine))
     figure: str | None = "auc_vs_params.png"
     if points:
         plot_auc_vs_params(points, board, lines, out_dir / figure)
     else:
         (out_dir / figure).unlink(missing_ok=True)  # a figure from an earlier run would contradict the page
         figure = None
-    page = render_html(progress, board, figure, lines)
+    answer = html_section(engine, *key, out_dir) if key is not None else ""
+    page = render_html(progress, board, figure, lines, answer)
     index = out_dir / "index.html"
     index.write_text(page)
     return index
@@ -298,7 +327,7 @@ def plot_auc_vs_params(points: list[Row], board: list[Row], lines: list[Row], pa
     plt.close(fig)
 
 
-def render_html(progress: list[Row], board: list[Row], figure: str | None, lines: list[Row]) -> str:
+def render_html(progress: list[Row], board: list[Row], figure: str | None, lines: list[Row], answer: str = "") -> str:
     esc = html.escape
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     target = sum(r["target_trials"] or 0 for r in progress)
@@ -335,6 +364,7 @@ def render_html(progress: list[Row], board: list[Row], figure: str | None, lines
         f"<p>Generated {now}. {len(progress)} studies, {finished} of {target} target trials finished "
         f"({complete} complete), {running} running.</p>",
         *(f"<p class='note'>{n}</p>" for n in notes),
+        answer,  # the evaluated answer first: it is what the search is for
     ]
     if figure:
         parts += [
@@ -416,13 +446,14 @@ def leaderboard_command(ctx: typer.Context, format: FormatOption = OutputFormat.
 def report_command(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Folder for index.html and the PNG figures.")] = Path("report"),
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="NAME[:VERSION]: the one dataset the report shows; required when studies use several.")] = None,
 ) -> None:
     """An HTML page with PNG figures: validation AUC vs parameter count per horizon, best architectures."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
     engine = open_engine(ctx)
     try:
-        index = write_report(engine, out)
+        index = write_report(engine, out, dataset)
     except OSError as exc:
         raise UserError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     finally:

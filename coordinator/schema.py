@@ -16,8 +16,9 @@ metadata = sa.MetaData()
 TABLE_MODULES: list[str] = [
     "coordinator.records",
     "coordinator.data.registry",
-    "worker.leases",
+    "coordinator.lifecycle.ledger",
     "coordinator.baselines",
+    "coordinator.evaluation.tables",
 ]
 
 for _module in TABLE_MODULES:

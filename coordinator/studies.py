@@ -31,6 +31,7 @@ from coordinator.study_spec import (
     BudgetSpec,
     DatasetRef,
     LabelSpec,
+    LimitsSpec,
     ObjectiveSpec,
     PrunerSpec,
     SamplerSpec,
@@ -104,6 +105,7 @@ class MatrixRequest:
     preset: str = "default"
     pruner: str | None = None
     suffix: str | None = None  # appended to every study name, for a second matrix beside the first
+    limits: LimitsSpec = LimitsSpec()  # stall timeout and wall-clock limit of every attempt
 
 
 def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy]:
@@ -161,6 +163,7 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
                 pruner=pruner,
                 target_trials=trials,
                 code_version=code_version(),
+                limits=request.limits,
             )
             s = samples[horizon]
             plans.append(
@@ -231,86 +234,58 @@ def check_existing(engine: sa.Engine, plans: list[PlannedStudy]) -> list[Planned
 
 
 def create_studies(url: str, plans: list[PlannedStudy]) -> list[PlannedStudy]:
-    """Create the planned studies that are new. Safe against concurrent runs and half-done runs."""
-    storage = db.optuna_storage(url)
+    """Create the planned studies that are new. Safe against concurrent runs and half-done runs.
+
+    Each study is one transaction: its Optuna study (for sampling), its `study_specs` row and its
+    ledger items (one `search` slot per target trial, the extreme architectures first).
+    """
+    from coordinator.lifecycle import ledger, optuna_adapter
+
+    storage = optuna_adapter.open_storage(url)
     engine = storage.engine
     created = []
-    new = [plan for plan in plans if plan.status == "new"]
     try:
-        with progress_bar() as bar:
-            task = bar.add_task("creating studies", total=len(new))
-            for plan in new:
-                create_one(engine, storage, plan, created)
-                bar.advance(task)
+        for plan in plans:
+            if plan.status != "new":
+                continue
+            with engine.begin() as conn:
+                # One create-studies at a time; re-check under the lock (another run may have won).
+                # A table lock stronger than ACCESS SHARE needs write privileges: readers cannot hold it.
+                conn.execute(sa.text("LOCK TABLE study_specs IN SHARE ROW EXCLUSIVE MODE"))
+                if check_existing_locked(conn, plan):
+                    continue
+                spec = plan.spec
+                study = optuna_adapter.create_study(storage, spec)
+                foreign = optuna_adapter.started_trials(study)
+                if foreign:
+                    raise UserError(
+                        f"Optuna study {spec.name} already has {foreign} trials but no scalesweep spec; "
+                        "it was not made by create-studies: delete it or use another dataset name"
+                    )
+                study_id = conn.execute(sa.text("SELECT study_id FROM studies WHERE study_name = :n"), {"n": spec.name}).scalar_one()
+                conn.execute(
+                    records.study_specs.insert().values(
+                        study_name=spec.name,
+                        study_id=study_id,
+                        budget=spec.budget.label,
+                        budget_params=spec.budget.params,
+                        horizon=spec.horizon,
+                        dataset_name=spec.dataset.name,
+                        dataset_version=spec.dataset.version,
+                        dataset_sha256=spec.dataset.sha256,
+                        objective=spec.objective.metric,
+                        direction=spec.objective.direction,
+                        target_trials=spec.target_trials,
+                        spec=spec.to_dict(),
+                        spec_sha256=spec.sha256(),
+                        code_version=spec.code_version,
+                    )
+                )
+                ledger.register_search(conn, spec.name, spec.target_trials, plan.extremes)
+            created.append(plan)
     finally:
         storage.engine.dispose()
     return created
-
-
-def create_one(engine: sa.Engine, storage: Any, plan: PlannedStudy, created: list[PlannedStudy]) -> None:
-    """Create one planned study (appended to `created`) unless another run made it meanwhile."""
-    import optuna
-
-    from coordinator import trials
-
-    with engine.begin() as conn:
-        # One create-studies at a time; re-check under the lock (another run may have won).
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": trials.CREATE_STUDIES_LOCK_NAMESPACE})
-        if check_existing_locked(conn, plan):
-            return
-        spec = plan.spec
-        existed = spec.name in optuna.study.get_all_study_names(storage)
-        study = optuna.create_study(
-            study_name=spec.name,
-            storage=storage,
-            direction=spec.objective.direction,
-            load_if_exists=True,  # left behind by a run that died before storing the spec
-        )
-        try:
-            fill_study(conn, study, plan)
-        except BaseException:
-            # All of a study or nothing: Optuna committed the study on its own connection,
-            # so an error (or Ctrl-C) before its spec is stored deletes it again. A study
-            # that was there before this run is not ours to delete.
-            if not existed:
-                optuna.delete_study(study_name=spec.name, storage=storage)
-            raise
-    created.append(plan)
-
-
-def fill_study(conn: sa.Connection, study: Any, plan: PlannedStudy) -> None:
-    """Spec attributes and first trials on a just-created Optuna study; its spec row (in conn's transaction)."""
-    import optuna
-
-    spec = plan.spec
-    foreign = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
-    if foreign:
-        raise UserError(
-            f"Optuna study {spec.name} already has {len(foreign)} trials but no scalesweep spec; "
-            "it was not made by create-studies: delete it or use another dataset name"
-        )
-    study.set_user_attr("spec", spec.to_dict())
-    study.set_user_attr("spec_sha256", spec.sha256())
-    for params in plan.extremes:
-        study.enqueue_trial(params, user_attrs={"enqueued": "extreme architecture"}, skip_if_exists=True)
-    conn.execute(
-        records.study_specs.insert().values(
-            study_name=spec.name,
-            study_id=study._study_id,
-            budget=spec.budget.label,
-            budget_params=spec.budget.params,
-            horizon=spec.horizon,
-            dataset_name=spec.dataset.name,
-            dataset_version=spec.dataset.version,
-            dataset_sha256=spec.dataset.sha256,
-            objective=spec.objective.metric,
-            direction=spec.objective.direction,
-            target_trials=spec.target_trials,
-            spec=spec.to_dict(),
-            spec_sha256=spec.sha256(),
-            code_version=spec.code_version,
-        )
-    )
 
 
 def check_existing_locked(conn: sa.Connection, plan: PlannedStudy) -> bool:
@@ -452,19 +427,28 @@ def reap_command(
     ctx: typer.Context,
     studies: Annotated[Optional[str], typer.Option("--studies", help="Only studies matching this glob (comma-separated globs allowed).")] = None,
     grace_period: Annotated[Optional[int], typer.Option("--grace-period", min=2, help="Seconds without heartbeat; default $SCALESWEEP_GRACE_S or 60.")] = None,
+    heartbeat_interval: Annotated[Optional[int], typer.Option("--heartbeat-interval", min=1, help="The workers' heartbeat interval; default $SCALESWEEP_HEARTBEAT_S or 5.")] = None,
 ) -> None:
-    """Fail RUNNING trials whose worker stopped sending heartbeats and re-enqueue them (capped retries)."""
-    from coordinator import trials
+    """Fail attempts that are lost (no heartbeat), stalled or over their time limit, and retry them (capped)."""
+    from coordinator.lifecycle import claims, optuna_adapter, reaper
+    from coordinator.lifecycle.settings import ENV_HEARTBEAT, Liveness, env_int
+
+    if grace_period is not None:
+        # The workers beat every $SCALESWEEP_HEARTBEAT_S (default 5 s): a grace period not longer
+        # than that would fail healthy attempts.
+        heartbeat = heartbeat_interval or env_int(ENV_HEARTBEAT, Liveness.heartbeat_interval)
+        liveness = Liveness.checked(heartbeat, grace_period, Liveness.from_env().max_retry)
+    else:
+        liveness = Liveness.from_env(heartbeat_interval=heartbeat_interval)
     split_globs(studies)  # an empty list of globs is refused before anything runs
     url = database_url(ctx)
     db.connect(url).dispose()
-    liveness = trials.Liveness.from_env(grace_period=grace_period)
-    storage = trials.open_storage(url, liveness)
+    storage = optuna_adapter.open_storage(url)
     try:
-        entries = trials.load_studies(storage.engine, studies)
+        entries = claims.load_studies(storage.engine, studies)
         if not entries:
-            raise UserError(f"no study matches '{studies}'" if studies else "no study yet: run `coordinator create-studies`")
-        reaped = trials.reap(storage, entries)
+            raise UserError(f"no study matches {studies!r}" if studies else "no study yet: run `coordinator create-studies`")
+        reaped = reaper.reap(storage.engine, storage, entries, liveness)
     finally:
         storage.engine.dispose()
-    typer.echo(f"reaped {reaped} lost trial(s) in {len(entries)} studies (grace period {liveness.grace_period} s)")
+    typer.echo(f"reaped {reaped} attempt(s) in {len(entries)} studies (grace period {liveness.grace_period} s)")

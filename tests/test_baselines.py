@@ -9,7 +9,17 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from coordinator.baselines import MODELS, baselines, compute_baselines, has_baselines, last_day_features, store_baselines
+from coordinator.baselines import (
+    MODELS,
+    VOLATILITY_INPUTS,
+    baselines,
+    best_baseline,
+    compute_baselines,
+    has_baselines,
+    last_day_features,
+    stationary_features,
+    store_baselines,
+)
 from coordinator.cli import app
 from coordinator.data import registry
 from coordinator.data.registry import Dataset, dataset_from_file
@@ -53,7 +63,45 @@ def test_real_spy_baselines_use_the_trials_samples_and_metrics(spy_results: dict
         assert r["test_positive_rate"] == pytest.approx(samples.positive_rate("test"))
         assert all(math.isfinite(v) for v in r.values() if isinstance(v, float))
         assert 0.3 < r["val_auc"] < 0.9 and 0.3 < r["test_auc"] < 0.9
-        assert r["pred_std"] > 1e-3, "a baseline that predicts a constant is no bar"
+        assert r["test_positions"] == samples.index["test"].tolist() and len(r["test_predictions"]) == r["n_test"]
+        if r["model"] == "base_rate":  # the AUC 0.5 reference: one constant, the train positive rate
+            assert r["val_auc"] == 0.5 and r["test_auc"] == 0.5 and r["pred_std"] < 1e-12
+            assert r["pred_mean"] == pytest.approx(samples.positive_rate("train"))
+        else:
+            assert r["pred_std"] > 1e-3, "a baseline that predicts a constant is no bar"
+
+
+@pytest.mark.parametrize("horizon", [1, 5])
+def test_volatility_baseline_on_real_spy(spy_results: dict, horizon: int) -> None:
+    """ATR14 / Close and realised volatility alone predict whether the price moves 1% within H days."""
+    samples, results = spy_results[horizon]
+    vol = next(r for r in results if r["model"] == "volatility")
+    assert vol["inputs"] == list(VOLATILITY_INPUTS)
+    # Out of sample on both later splits: clearly above the 0.5 reference.
+    assert vol["val_auc"] > 0.6 and vol["test_auc"] > 0.6, (vol["val_auc"], vol["test_auc"])
+    # Higher volatility, more likely to move 1%: the fitted sign must say so.
+    data = last_day_features(samples, VOLATILITY_INPUTS)
+    x, _ = data["test"]
+    probs = np.array(vol["test_predictions"])
+    assert np.corrcoef(x[:, 0], probs)[0, 1] > 0.5
+    best = best_baseline(results)
+    assert best is not None and best["model"] != "base_rate"
+    assert best["val_auc"] == max(r["val_auc"] for r in results)
+
+
+def test_stationary_inputs_stay_in_the_training_range_on_test(spy: Dataset, spy_results: dict) -> None:
+    """Raw price levels sit many train standard deviations away on test; the stationary inputs do not."""
+    samples, _ = spy_results[1]
+    raw_train = samples.features[samples.index["train"]].astype(np.float64)
+    raw_test = samples.features[samples.index["test"]].astype(np.float64)
+    close = samples.input_columns.index("close")
+    raw_z = (raw_test[:, close].mean() - raw_train[:, close].mean()) / raw_train[:, close].std()
+    assert raw_z > 3, "the premise: SPY's test-era price level is far outside its training range"
+    data = last_day_features(samples)
+    worst = np.abs(data["test"][0].mean(axis=0)).max()  # standardised with train statistics
+    assert worst < 2.5, f"a stationary input drifted {worst:.1f} train standard deviations on test"
+    values, names = stationary_features(samples)
+    assert "close" not in names and "return_1" in names and "atr_14_to_close" in names
 
 
 @requires_real_data
@@ -66,10 +114,11 @@ def test_positive_rates_rise_with_horizon(spy_results: dict) -> None:
 def test_features_are_the_last_day_scaled_on_train_only(spy_results: dict) -> None:
     samples, _ = spy_results[1]
     data = last_day_features(samples)
-    raw_train = samples.features[samples.index["train"]].astype(np.float64)
+    values, _ = stationary_features(samples)
+    raw_train = values[samples.index["train"]]
     mean, std = raw_train.mean(axis=0), raw_train.std(axis=0)
     np.testing.assert_allclose(data["train"][0], (raw_train - mean) / std)
-    raw_val = samples.features[samples.index["val"]].astype(np.float64)
+    raw_val = values[samples.index["val"]]
     np.testing.assert_allclose(data["val"][0], (raw_val - mean) / std)  # train statistics, not val's
     np.testing.assert_array_equal(data["val"][1], samples.labels[samples.index["val"]])
 
@@ -77,12 +126,17 @@ def test_features_are_the_last_day_scaled_on_train_only(spy_results: dict) -> No
 def test_a_planted_signal_is_found() -> None:
     rng = np.random.default_rng(0)
     n = 3000
-    features = rng.standard_normal((n, 3)).astype(np.float32)
-    labels = (features[:, 1] + 0.3 * rng.standard_normal(n) > 0).astype(np.float32)
-    index = {"train": np.arange(10, 2000), "val": np.arange(2010, 2500), "test": np.arange(2510, n)}
-    samples = Samples(features, labels, index, 10, 1, ["a", "b", "c"], np.arange(n).astype("datetime64[D]"))
+    close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(n)))
+    signal = rng.standard_normal(n)
+    features = np.column_stack([close, signal, rng.standard_normal(n)]).astype(np.float32)
+    labels = (signal + 0.3 * rng.standard_normal(n) > 0).astype(np.float32)
+    index = {"train": np.arange(30, 2000), "val": np.arange(2030, 2500), "test": np.arange(2530, n)}
+    samples = Samples(features, labels, index, 30, 1, ["close", "rsi_14", "bb_pctb"], np.arange(n).astype("datetime64[D]"))
     for r in compute_baselines(samples):
-        assert r["val_auc"] > 0.9 and r["test_auc"] > 0.9, r["model"]
+        if r["model"] in ("logistic_regression", "gradient_boosting"):
+            assert r["val_auc"] > 0.9 and r["test_auc"] > 0.9, r["model"]
+        else:  # volatility inputs and the base rate do not see the planted signal
+            assert r["val_auc"] < 0.6, r["model"]
 
 
 @requires_real_data

@@ -100,6 +100,7 @@ class TrialResult:
     epochs: list[EpochMetrics] = field(default_factory=list)
     # The model's parameters and buffers at the best epoch, on the CPU; only with keep_best_state=True.
     best_state: dict[str, torch.Tensor] | None = None
+    test_predictions: np.ndarray | None = None  # only with score_test: the best epoch's test-split probabilities
 
 
 def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -200,12 +201,15 @@ def train(
     step_mode: str = "auto",
     optimizer: str | None = None,
     keep_best_state: bool = False,
+    score_test: bool = False,
 ) -> TrialResult:
     """Run one trial; see the module doc. `micro_batch` defaults to the whole batch.
 
     `step_mode` ("auto", "eager", "cuda_graph") and `optimizer` ("fused", "foreach"; None picks by
     device) choose how a step runs, so benchmarks can put the older path beside the current one.
     `keep_best_state` keeps the best epoch's parameters in `TrialResult.best_state` (on the CPU).
+    `score_test` is for the final evaluation only (never the search): the best epoch's weights are
+    kept, and after training they score the test split once (`TrialResult.test_predictions`).
     """
     return train_model(
         config,
@@ -220,6 +224,7 @@ def train(
         step_mode=step_mode,
         optimizer=optimizer,
         keep_best_state=keep_best_state,
+        score_test=score_test,
     )[0]
 
 
@@ -256,6 +261,7 @@ def train_model(
     step_mode: str = "auto",
     optimizer: str | None = None,
     keep_best_state: bool = False,
+    score_test: bool = False,
 ) -> tuple[TrialResult, PatchTST]:
     """`train`, also returning the model as it is after the last epoch (for tests and benchmarks)."""
     if objective not in OBJECTIVES:
@@ -427,7 +433,7 @@ def train_model(
     epochs: list[EpochMetrics] = []
     epoch_metrics: list[dict[str, float]] = []
     best_epoch, best_value = 0, -math.inf if maximize else math.inf
-    best_state: dict[str, torch.Tensor] | None = None
+    best_state: dict[str, torch.Tensor] | None = None  # score_test: the best epoch's weights, on the host
     collapsed_streak = 0
     train_seconds, samples_seen, step, lr = 0.0, 0, 0, config.learning_rate
     model.train()
@@ -444,7 +450,7 @@ def train_model(
             loss_sum += batch_loss * len(batch)
             step += 1
             if on_step is not None:
-                on_step(step)
+                on_step(step)  # optimizer steps so far in this trial (the worker's liveness counter)
             if step % NAN_CHECK_EVERY == 0:
                 check_finite(loss_sum, epoch, step)
         if on_cuda:  # the epoch's training time, for samples/s (one sync per epoch)
@@ -483,7 +489,7 @@ def train_model(
         value = metrics[objective]
         if (value > best_value) if maximize else (value < best_value):
             best_epoch, best_value = epoch, value
-            if keep_best_state:
+            if keep_best_state or score_test:
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if epoch - best_epoch >= config.patience:
             break
@@ -496,6 +502,12 @@ def train_model(
         )
     if mode == "probing":  # the trial ended before the probe decided: say what its steps mostly were
         mode = "cuda_graph" if graph is not None else "eager"
+    test_predictions = None
+    if score_test:  # once, after training, with the weights of the epoch chosen on validation
+        if best_state is None:
+            raise TrialFailed("no epoch improved the objective: nothing to score on test")
+        model.load_state_dict(best_state)
+        test_predictions = predict(data.index["test"]).cpu().numpy()  # one host copy, after training
     values_used = {
         **config.training_values(),
         "micro_batch": micro,
@@ -528,6 +540,7 @@ def train_model(
         device=device_name(dev),
         epochs=epochs,
         best_state=best_state,
+        test_predictions=test_predictions,
     )
     return result, model
 

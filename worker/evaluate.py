@@ -1,0 +1,165 @@
+"""One evaluation run: re-train a study's configuration with a fresh seed, score it once on test.
+
+The recipe is exactly the trial's (`worker.train.train` on the study's samples: train split,
+early stopping on validation, the study's objective); the only difference is `score_test=True`,
+which keeps the best epoch's weights and scores the test split with them once, after training.
+This module and that flag are the only code that reads test-split rows for a transformer.
+
+`evaluate_run` does one run and stores its row in `evaluation_runs` (an upsert keyed by study,
+configuration rank and seed, so a retried attempt replaces, never duplicates). Runs are work items
+of kind "evaluation" in the ledger (`coordinator evaluate` enqueues them): any `worker` claims them
+like search trials, with the same heartbeats, stall detection, reaping and retries, through the
+executor `run_evaluation` registered below.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from coordinator.evaluation.plan import KIND
+from coordinator.evaluation.tables import evaluation_protocols, evaluation_runs
+from coordinator.lifecycle.claims import ClaimedItem
+from coordinator.metrics import binary_metrics
+from coordinator.records import study_specs
+from coordinator.search_space import SearchSpace, TrialConfig, suggest
+from coordinator.study_spec import StudySpec
+from worker.executors import Outcome, WorkerContext, register
+
+
+class EvaluationRefused(Exception):
+    """The run cannot be done as specified (protocol changed, dataset hash differs): no retry helps."""
+
+
+def load_spec(engine: sa.Engine, study_name: str) -> StudySpec:
+    with engine.connect() as conn:
+        spec = conn.execute(sa.select(study_specs.c.spec).where(study_specs.c.study_name == study_name)).scalar()
+    if spec is None:
+        raise EvaluationRefused(f"no study {study_name}")
+    return StudySpec.from_dict(spec)
+
+
+def study_samples(engine: sa.Engine, spec: StudySpec, cache: dict[tuple, Any] | None = None) -> Any:
+    """The study's samples (the same the trials used), its dataset hash checked against the spec."""
+    from coordinator.data.registry import load_dataset
+    from coordinator.data.samples import make_samples
+    from coordinator.data.splits import Splits
+
+    ref = spec.dataset
+    key = (ref.name, ref.version, spec.horizon, spec.label.threshold, spec.context, json.dumps(spec.splits, sort_keys=True))
+    if cache is not None and key in cache:
+        return cache[key]
+    dataset = load_dataset(engine, ref.name, ref.version)
+    if dataset.sha256 != ref.sha256:
+        raise EvaluationRefused(f"dataset {ref} has sha256 {dataset.sha256[:12]}… but the study was created on {ref.sha256[:12]}…")
+    samples = make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
+    if cache is not None:
+        cache[key] = samples
+    return samples
+
+
+def config_for(spec: StudySpec, params: dict[str, Any], trial_number: int, seed: int) -> TrialConfig:
+    """The configuration of a search trial (its sampled params through the same `suggest`), with `seed`."""
+    import optuna
+
+    config = suggest(optuna.trial.FixedTrial(params, number=trial_number), SearchSpace.from_dict(spec.search_space))
+    return replace(config, seed=seed)
+
+
+def evaluate_run(
+    engine: sa.Engine,
+    payload: dict[str, Any],
+    *,
+    device: str = "cpu",
+    should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    worker: str | None = None,
+    item_id: int | None = None,
+    attempt_id: int | None = None,
+    samples_for: Callable[[StudySpec], Any] | None = None,
+) -> dict[str, Any]:
+    """Train and score one (study, rank, seed) run and store its row; returns the row."""
+    from worker.train import train
+
+    started = time.monotonic()
+    study = payload["study_name"]
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(evaluation_protocols.c.protocol_sha256).where(evaluation_protocols.c.study_name == study)).scalar()
+    if stored != payload["protocol_sha256"]:
+        raise EvaluationRefused(f"study {study} is evaluated under protocol {str(stored)[:12]}…, this run belongs to {payload['protocol_sha256'][:12]}…")
+    spec = load_spec(engine, study)
+    samples = samples_for(spec) if samples_for is not None else study_samples(engine, spec)
+    config = config_for(spec, payload["params"], payload["trial_number"], int(payload["seed"]))
+    result = train(config, samples, device=device, objective=spec.objective.metric, should_stop=should_stop, on_step=on_step,
+                   score_test=True)
+    assert result.test_predictions is not None
+    positions = samples.index["test"]
+    test = binary_metrics(samples.labels[positions], result.test_predictions, prefix="test_", pred_prefix="test_")
+    row = {
+        "study_name": study,
+        "rank": int(payload["rank"]),
+        "seed": int(payload["seed"]),
+        "protocol_sha256": payload["protocol_sha256"],
+        "trial_number": int(payload["trial_number"]),
+        "n_params": result.n_params,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "max_epochs": config.max_epochs,
+        "objective_value": result.objective_value,
+        "val_auc": result.metrics["val_auc"],
+        "val_loss": result.metrics["val_loss"],
+        "test_auc": test["test_auc"],
+        "test_pr_auc": test["test_pr_auc"],
+        "test_loss": test["test_loss"],
+        "test_positions": positions.tolist(),
+        "test_predictions": np.asarray(result.test_predictions, dtype=np.float64).tolist(),
+        "epochs": [e.to_dict() for e in result.epochs],
+        "metrics": {**result.metrics, **test, **result.values_used, "architecture": asdict(config.architecture)},
+        "duration_s": time.monotonic() - started,
+        "device": result.device,
+        "worker": worker,
+        "item_id": item_id,
+        "attempt_id": attempt_id,
+    }
+    statement = insert(evaluation_runs).values(**row)
+    keys = ("study_name", "rank", "seed")
+    with engine.begin() as conn:
+        conn.execute(statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={k: statement.excluded[k] for k in row if k not in keys} | {"recorded_at": sa.func.now()},
+        ))
+    return row
+
+
+
+@register(KIND)
+def run_evaluation(context: WorkerContext, item: ClaimedItem) -> Outcome:
+    """One attempt of one evaluation run (the ledger does the claim, heartbeats, reaping, retries)."""
+    import optuna
+
+    from worker.train import TrialFailed, TrialInterrupted
+
+    if context.synthetic is not None:
+        return Outcome("FAIL", reason="evaluation runs train for real: `worker --synthetic` cannot run them")
+    try:
+        row = evaluate_run(
+            context.engine, item.payload, device=context.device, should_stop=context.should_stop, on_step=context.progress,
+            worker=getattr(getattr(context, "options", None), "worker_id", None), item_id=item.item_id,
+            attempt_id=item.attempt_id, samples_for=context.samples_for,
+        )
+    except (EvaluationRefused, TrialFailed) as exc:
+        return Outcome("FAIL", reason=str(exc))
+    except TrialInterrupted:
+        return Outcome("STOPPED", reason="worker stopped")
+    except optuna.TrialPruned as exc:  # diverged or collapsed with this seed: recorded, not retried
+        return Outcome("FAIL", reason=f"evaluation run {exc}")
+    # The ledger's value is the run's validation objective (as for a trial); test metrics are in evaluation_runs.
+    return Outcome("COMPLETE", value=row["objective_value"],
+                   details={"best_epoch": row["best_epoch"], "epochs_run": row["epochs_run"], "test_auc": row["test_auc"]})
