@@ -65,6 +65,10 @@ app.command("create-studies")(create_studies_command)
 app.command("reap")(reap_command)
 app.command("local")(local_command)
 
+from coordinator.study_admin import study_app  # noqa: E402
+
+app.add_typer(study_app, name="study")
+
 from coordinator.reports import leaderboard_command, report_command, status_command  # noqa: E402
 
 app.command("status")(status_command)
