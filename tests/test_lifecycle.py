@@ -220,3 +220,10 @@ def test_study_extend_and_cancel_are_amendments(engine: sa.Engine, initialised_d
     assert rows(engine, "SELECT state, synthetic FROM trial_results WHERE state <> 'WAITING'") == [{"state": "COMPLETE", "synthetic": True}]
     assert rows(engine, "SELECT count(*) AS n FROM leaderboard") == [{"n": 0}]
     assert rows(engine, "SELECT count(*) AS n FROM leaderboard_synthetic") == [{"n": 1}]
+
+
+def test_a_large_target_is_enqueued_in_batches(engine: sa.Engine, initialised_db: str) -> None:
+    one_study(initialised_db, trials=1)
+    with engine.begin() as conn:
+        assert ledger.extend_search(conn, STUDY, 20_001) == 20_000  # more rows than one statement's parameters allow
+    assert rows(engine, "SELECT slots, waiting FROM work_counts") == [{"slots": 20_001, "waiting": 20_001}]

@@ -1,7 +1,7 @@
 """Claiming work: one transaction takes a waiting item, starts its attempt and writes everything known.
 
     BEGIN
-      counts of the selected studies (work_counts view)   -> the study furthest behind goes first
+      studies with a waiting item (claim_candidates)      -> the study furthest behind goes first
       search only: the study's row lock (SKIP LOCKED)     -> one ask at a time per study
       the lowest waiting slot (FOR UPDATE SKIP LOCKED)    -> no two claims take one item
       search only: Optuna ask (+ enqueue_trial for fixed or retried params), suggest
@@ -136,8 +136,7 @@ def claim_next(
     """Claim one item of the (kind, study) furthest behind its target; None when nothing waits."""
     by_name = {e.name: e for e in entries}
     with engine.begin() as conn:
-        progress = read_progress(conn, list(by_name), kinds)
-        candidates = sorted((key for key, p in progress.items() if p.has_room), key=lambda k: (progress[k].share, k[1], k[0]))
+        candidates = [(r.kind, r.study_name) for r in conn.execute(query("claim_candidates"), {"names": list(by_name), "kinds": kinds})]
         busy = False
         for kind, name in candidates:
             entry = by_name[name]

@@ -43,8 +43,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("kind", "study_name", "slot", name="uq_work_items_slot"),
         sa.CheckConstraint("state IN ('waiting', 'running', 'finished', 'cancelled')", name="ck_work_items_state"),
     )
-    op.create_index("ix_work_items_waiting", "work_items", ["kind", "study_name", "slot"], postgresql_where=sa.text("state = 'waiting'"))
-    op.create_index("ix_work_items_study", "work_items", ["study_name", "kind", "state"])
+    op.create_index("ix_work_items_study", "work_items", ["study_name", "kind", "state", "slot"])
     op.create_table(
         "attempts",
         sa.Column("attempt_id", sa.BigInteger, sa.Identity(), primary_key=True),
