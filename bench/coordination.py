@@ -370,6 +370,7 @@ def main() -> None:
     parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
     parser.add_argument("--private-server", action="store_true", help="an embedded PostgreSQL of our own with max_connections=400")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the fleets and drop the databases on SIGTERM too
 
     with contextlib.ExitStack() as stack:
         admin_url = db.normalise_url(args.admin_url)

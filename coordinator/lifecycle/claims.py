@@ -2,14 +2,15 @@
 
     BEGIN
       studies with a waiting item (claim_candidates)      -> the study furthest behind goes first
-      search only: the study's row lock (SKIP LOCKED)     -> one ask at a time per study
+      search only: the study's row lock (SKIP LOCKED;     -> one ask at a time per study
+        if every study is busy: wait, at most 2 s)
       the lowest waiting slot (FOR UPDATE SKIP LOCKED)    -> no two claims take one item
       search only: Optuna ask (+ enqueue_trial for fixed or retried params), suggest
       INSERT attempt (worker, host, device, seed, architecture, n_params, limits), item -> running
     COMMIT
 
-Every lock is a row lock taken with SKIP LOCKED: a claim never waits, and a role with SELECT only
-cannot take one. Target counts are exact because each slot is a row claimed by one attempt at a
+Every lock is a row lock, which a role with SELECT only cannot take; a claim skips locked rows and
+waits for one at most LOCK_WAIT_MS. Target counts are exact because each slot is a row claimed by one attempt at a
 time. An Optuna trial asked by a claim that died before COMMIT is closed by the reaper.
 
 API for every kind of work (stable): `claim_next(...) -> ClaimedItem | BUSY | None`, then
@@ -23,6 +24,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 
 from coordinator import records
@@ -126,6 +128,9 @@ class Busy:
 BUSY = Busy()
 
 
+LOCK_WAIT_MS = 2000  # the longest a claim waits for a study's claim lock (then BUSY: stop flags are checked)
+
+
 def claim_next(
     engine: sa.Engine,
     storage: optuna_adapter.Storage | None,
@@ -133,22 +138,34 @@ def claim_next(
     who: Who,
     kinds: list[str] = [SEARCH],  # noqa: B006
 ) -> ClaimedItem | Busy | None:
-    """Claim one item of the (kind, study) furthest behind its target; None when nothing waits."""
+    """Claim one item of the (kind, study) furthest behind its target; None when nothing waits.
+
+    First pass: every candidate with SKIP LOCKED (never waits). If all were being claimed, wait on
+    the first one's lock for at most LOCK_WAIT_MS, queued by PostgreSQL rather than polling.
+    """
     by_name = {e.name: e for e in entries}
-    with engine.begin() as conn:
-        candidates = [(r.kind, r.study_name) for r in conn.execute(query("claim_candidates"), {"names": list(by_name), "kinds": kinds})]
-        busy = False
-        for kind, name in candidates:
-            entry = by_name[name]
-            if kind == SEARCH and conn.execute(query("claim_lock_study"), {"study_name": name}).first() is None:
-                busy = True
-                continue
+    try:
+        with engine.begin() as conn:
+            candidates = [(r.kind, r.study_name) for r in conn.execute(query("claim_candidates"), {"names": list(by_name), "kinds": kinds})]
+            if not candidates:
+                return None
+            for kind, name in candidates:
+                if kind == SEARCH and conn.execute(query("claim_lock_study"), {"study_name": name}).first() is None:
+                    continue
+                item = conn.execute(query("claim_item"), {"kind": kind, "study_name": name}).first()
+                if item is not None:
+                    return start(conn, storage, by_name[name], kind, item, who)
+            kind, name = candidates[0]
+            if kind != SEARCH:
+                return BUSY  # its items are held by claims that have not committed yet
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'"))
+            conn.execute(query("claim_wait_study"), {"study_name": name})
             item = conn.execute(query("claim_item"), {"kind": kind, "study_name": name}).first()
-            if item is None:
-                busy = True  # held by a claim that has not committed yet
-                continue
-            return start(conn, storage, entry, kind, item, who)
-    return BUSY if busy else None
+            return start(conn, storage, by_name[name], kind, item, who) if item is not None else BUSY
+    except sa.exc.OperationalError as exc:
+        if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+            return BUSY
+        raise
 
 
 def start(conn: sa.Connection, storage: optuna_adapter.Storage | None, entry: StudyEntry, kind: str, item: sa.Row, who: Who) -> ClaimedItem:
