@@ -5,9 +5,10 @@
       search only: the study's row lock (SKIP LOCKED;     -> one ask at a time per study
         if every study is busy: wait, at most 2 s)
       the lowest waiting slot (FOR UPDATE SKIP LOCKED)    -> no two claims take one item
-      search only: Optuna ask (+ enqueue_trial for fixed or retried params), suggest
-      INSERT attempt (worker, host, device, seed, architecture, n_params, limits), item -> running
+      search only: Optuna ask (+ enqueue_trial for fixed or retried params)
+      INSERT attempt (worker, host, device, seed, trial number, limits), item -> running
     COMMIT
+    search only: suggest (sampling), then the attempt's params, architecture and n_params
 
 Every lock is a row lock, which a role with SELECT only cannot take; a claim skips locked rows and
 waits for one at most LOCK_WAIT_MS. Target counts are exact because each slot is a row claimed by one attempt at a
@@ -143,6 +144,16 @@ def claim_next(
     First pass: every candidate with SKIP LOCKED (never waits). If all were being claimed, wait on
     the first one's lock for at most LOCK_WAIT_MS, queued by PostgreSQL rather than polling.
     """
+    claimed = claim_item(engine, storage, entries, who, kinds)
+    if isinstance(claimed, ClaimedItem) and claimed.kind == SEARCH:
+        describe(engine, claimed)
+    return claimed
+
+
+def claim_item(
+    engine: sa.Engine, storage: optuna_adapter.Storage | None, entries: list[StudyEntry], who: Who, kinds: list[str]
+) -> ClaimedItem | Busy | None:
+    """The claim's transaction (see the module doc)."""
     by_name = {e.name: e for e in entries}
     try:
         with engine.begin() as conn:
@@ -172,25 +183,15 @@ def start(conn: sa.Connection, storage: optuna_adapter.Storage | None, entry: St
     spec = entry.spec
     attempt = item.attempts_made + 1
     claimed = ClaimedItem(kind, entry, item.item_id, item.slot, 0, attempt, dict(item.payload))
-    values: dict[str, Any] = {"trial_number": None, "sampler_seed": None, "params": None, "architecture": None, "n_params": None}
+    values: dict[str, Any] = {"trial_number": None, "sampler_seed": None}
     if kind == SEARCH:
-        from coordinator.search_space import SearchSpace, suggest
-
         assert storage is not None, "search items need the Optuna storage"
         seed = claim_seed(spec.sampler.seed, entry.name, item.slot, attempt)
         study = optuna_adapter.load_study(storage, spec, seed)
         trial = optuna_adapter.ask(study, claimed.payload.get("params"))
-        config = suggest(trial, SearchSpace.from_dict(spec.search_space))
-        arch = config.architecture
-        claimed.trial, claimed.optuna_study, claimed.config = trial, study, config
+        claimed.trial, claimed.optuna_study = trial, study
         claimed.trial_number, claimed.sampler_seed = trial.number, seed
-        values.update(
-            trial_number=trial.number,
-            sampler_seed=seed,
-            params=json.dumps(trial.params),
-            architecture=json.dumps({k: v for k, v in asdict(arch).items()}),
-            n_params=arch.n_params,
-        )
+        values.update(trial_number=trial.number, sampler_seed=seed)
     row = conn.execute(
         query("start_attempt"),
         {
@@ -209,6 +210,26 @@ def start(conn: sa.Connection, storage: optuna_adapter.Storage | None, entry: St
     ).one()
     claimed.attempt_id, claimed.trial_id = row.attempt_id, row.trial_id
     return claimed
+
+
+def describe(engine: sa.Engine, claimed: ClaimedItem) -> None:
+    """Sample the claimed trial's config (after COMMIT: the study's claim lock covers only the ask)
+    and write its parameters, architecture and exact parameter count on the attempt."""
+    from coordinator.search_space import SearchSpace, suggest
+
+    config = suggest(claimed.trial, SearchSpace.from_dict(claimed.study.spec.search_space))
+    claimed.config = config
+    arch = config.architecture
+    with engine.begin() as conn:
+        conn.execute(
+            query("describe_attempt"),
+            {
+                "attempt_id": claimed.attempt_id,
+                "params": json.dumps(claimed.trial.params),
+                "architecture": json.dumps(asdict(arch)),
+                "n_params": arch.n_params,
+            },
+        )
 
 
 def heartbeat(engine: sa.Engine, attempt_id: int, progress: int) -> bool:
