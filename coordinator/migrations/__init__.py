@@ -39,7 +39,7 @@ def upgrade(conn: sa.Connection) -> str:
         before = FIRST_REVISION
     command.upgrade(config(conn), "head")
     after = current_revision(conn)
-    return f"schema {after}" + (f" (upgraded from {before})" if before != after else "")
+    return f"schema {after}" + (f" (upgraded from {before})" if before is not None and before != after else "")
 
 
 def current_revision(conn: sa.Connection) -> str | None:
