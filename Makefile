@@ -55,15 +55,15 @@ e2e-compose: venv
 	SHARED_DATA=$(SCALESWEEP_DATA) scripts/e2e_compose.sh
 
 # The service's benchmarks on the local PostgreSQL (127.0.0.1:5432; BENCH_ADMIN_URL to change it):
-# SQL views at 100k trials, then the worker fleet (--quick). `bench-full`: 1-64 workers, 100k stored.
+# SQL views at 100k trials, then the worker fleet beside plain Optuna. `bench-full`: 1-8, then 32 and 64 workers.
 .PHONY: bench-service bench-full
 bench-service: venv
 	$(PY) bench/views.py
-	$(PY) bench/coordination.py --quick
+	$(PY) bench/coordination.py --workers 1,4
 
 bench-full: venv
 	$(PY) bench/views.py
-	$(PY) bench/coordination.py --full --private-server
+	$(PY) bench/coordination.py --big --private-server
 
 clean:
 	rm -rf $(VENV) .lock-venv .pytest_cache *.egg-info

@@ -1,36 +1,31 @@
-"""Coordination overhead of the worker fleet on real PostgreSQL (SPEC 4, issue 4 deliverable 6).
+"""Coordination overhead of a worker fleet on real PostgreSQL, scalesweep beside plain Optuna.
 
-    .venv/bin/python bench/coordination.py            # --quick (default): 1 and 8 workers, 1k/10k stored
-    .venv/bin/python bench/coordination.py --full     # 1, 8, 32, 64 workers; 1k, 10k, 100k stored
-    .venv/bin/python bench/coordination.py --full --private-server   # 64 workers need ~200 connections
+    .venv/bin/python bench/coordination.py                  # 1, 4, 8 workers; S = 0 and 1 s; both systems
+    .venv/bin/python bench/coordination.py --big --private-server   # + 32 and 64 synthetic workers (S = 1 s)
+    .venv/bin/python bench/coordination.py --ask-latency    # TPE ask+suggest with 1k / 10k trials in the study
 
-For each synthetic trial length S (0 s: pure coordination; 1 s: fleet efficiency) the bench clones
-a fresh database from a template (synthetic dataset, the default 12-study matrix with an
-unreachable target), grows ONE fleet of real `worker --synthetic S` processes through the
-fleet sizes (starting only the new workers each time: 64 Python processes take minutes to start on
-2 cores), waits until every new worker has finished a trial (start-up is excluded), and measures a
-fixed window. Before that, on another fresh database, a fleet of 8 measures a window with nothing
-else stored, then again after each addition of finished trials of other studies (bench/views.py
-`prefill`, plain SQL: 1k, 10k, 100k in all). Each row of the table is a window:
+Each fleet runs on a fresh database cloned from a template (synthetic dataset, ONE study, 2M/H1,
+with a target no run reaches) and grows through the fleet sizes (only new processes start), waits
+until every new process finished a trial, and measures a fixed window:
 
-- trials/s: trials finished inside the window / window length;
-- ask+tell p50/p95/p99 (ms): per worker, the time between the starts of consecutive trials minus
-  the synthetic sleep, i.e. everything a trial costs besides its own work (reap check, fair-share
-  read, claim lock, Optuna ask and suggest with the TPE sampler, attributes, heartbeat, epoch row,
-  record, tell);
-  claim p95 is the part from the previous tell to the next ask;
-- connections: the most backends on the scenario's database at any sample (every 0.25 s);
-- efficiency (S > 0 only): achieved trials/s / ideal (workers / S).
+- scalesweep: `worker --synthetic S` processes (the real claim / heartbeat / reap / finish / tell
+  path, no torch);
+- optuna: what a user would write instead: processes running `study.optimize` on the same
+  PostgreSQL with the same TPE sampler (the spec's `make_sampler`, a seed per process) and the same
+  search space through `suggest`; the objective sleeps S.
 
-Trial timestamps are Optuna's (`datetime_start` at ask, `datetime_complete` at tell), written by
-the workers themselves, so the numbers need no instrumentation inside the worker.
+Columns: trials/s in the window; per-trial coordination cost p50/p95 (ms): the time between the
+starts of a process's consecutive trials minus S (scalesweep: claim times from the database clock;
+optuna: the objective's own start times); efficiency (S > 0): trials/s / (workers / S); database ms
+per trial: the growth of `pg_stat_database.active_time` (time the server's backends spent executing
+statements for this database) over the window / trials; load: the 1-minute load average (the
+machine is shared with other engineers' work: expect noise).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import os
 import shutil
 import signal
@@ -40,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,19 +46,20 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from views import DEFAULT_ADMIN_URL, prefill  # noqa: E402
+from views import DEFAULT_ADMIN_URL  # noqa: E402
 
 from coordinator import db  # noqa: E402
 
-STUDY_GLOB = "syn-*"  # the live studies; prefilled history studies are named history-NNN
-UNREACHABLE_TARGET = 1_000_000
+STUDY = "syn-a25-thr1pct-2M-h1"
+UNREACHABLE_TARGET = 50_000
+SYSTEMS = ("scalesweep", "optuna")
 
 
 @dataclass(frozen=True)
 class Scenario:
+    system: str
     workers: int
     sleep_s: float
-    stored: int  # finished trials of other studies already in the database
 
 
 @dataclass
@@ -71,13 +67,15 @@ class Result:
     scenario: Scenario
     window_s: float
     trials: int
-    trials_per_s: float
-    overhead_ms: list[float]  # per trial: cycle minus sleep (ask+tell and everything around them)
-    claim_ms: list[float]  # per trial: previous tell -> this ask
+    overhead_ms: list[float]
+    db_ms_per_trial: float | None
     max_connections: int
-    live_trials: int  # trials in the live studies at the end (the TPE sampler reads its own study's)
     note: str = ""
-    load: float = 0.0  # 1-minute load average at the end of the window (the box is shared)
+    load: float = 0.0
+
+    @property
+    def trials_per_s(self) -> float:
+        return self.trials / self.window_s
 
     @property
     def efficiency(self) -> float | None:
@@ -94,17 +92,13 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-# --------------------------------------------------------------------------------------------------
-# Databases
-
-
 def admin_engine(admin_url: str) -> sa.Engine:
     return sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
 
 
 @contextlib.contextmanager
 def template_database(admin_url: str) -> Iterator[str]:
-    """A database with the schema, a synthetic dataset and the default study matrix; the template of every scenario."""
+    """The schema, a synthetic dataset and one study (2M, H1) with an unreachable target."""
     from coordinator.data import registry
     from coordinator.data.synth import synthetic_series
     from coordinator.studies import MatrixRequest, run_create_studies
@@ -117,17 +111,10 @@ def template_database(admin_url: str) -> Iterator[str]:
             dataset, _ = registry.build_dataset(work, "SYN")
         finally:
             work.dispose()
+        request = MatrixRequest(dataset=f"{dataset.name}:{dataset.version}", budgets=("2M",), horizons=(1,), trials=UNREACHABLE_TARGET)
         with contextlib.redirect_stdout(open(os.devnull, "w")):  # the plan table
-            run_create_studies(
-                url, MatrixRequest(dataset=f"{dataset.name}:{dataset.version}", trials=UNREACHABLE_TARGET), with_baselines=False
-            )
+            run_create_studies(url, request, with_baselines=False)
         yield str(make_url(url).database)
-
-
-@contextlib.contextmanager
-def scenario_database(admin_url: str, template: str) -> Iterator[tuple[str, str]]:
-    with db.scratch_database(admin_url, "bench_coord", template=template) as url:
-        yield str(make_url(url).database), url
 
 
 @contextlib.contextmanager
@@ -156,6 +143,40 @@ def private_server(max_connections: int) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------------
 # A fleet, measured window by window
 
+# A plain-Optuna worker: what a user would run instead of ours, on the same database and study spec.
+PEER_SCRIPT = r"""
+import sys, time, optuna
+from coordinator import db
+from coordinator.search_space import SearchSpace, suggest
+from coordinator.study_spec import StudySpec
+import sqlalchemy as sa
+url, sleep_s, seed, out = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+engine = sa.create_engine(url)
+with engine.connect() as conn:
+    spec = StudySpec.from_dict(conn.execute(sa.text("SELECT spec FROM study_specs LIMIT 1")).scalar_one())
+engine.dispose()
+space = SearchSpace.from_dict(spec.search_space)
+storage = db.optuna_storage(url)
+study = optuna.create_study(study_name="peer", storage=storage, direction="maximize", load_if_exists=True, sampler=spec.make_sampler(seed))
+log = open(out, "a", buffering=1)
+def objective(trial):
+    log.write(f"{time.time()}\n")
+    suggest(trial, space)
+    time.sleep(sleep_s)
+    return 0.5
+study.optimize(objective, n_trials=10**9)
+"""
+
+FINISHED_SQL = sa.text(
+    """
+    SELECT a.worker, a.claimed_at AS started, a.finished_at AS completed
+    FROM attempts a JOIN work_items i ON i.item_id = a.item_id
+    WHERE i.kind = 'search' AND a.state <> 'RUNNING' AND a.claimed_at >= :since
+    ORDER BY a.worker, a.claimed_at
+    """
+)
+
 
 class ConnectionSampler:
     """Samples pg_stat_activity for one database in the background; `reset()` starts a new maximum."""
@@ -166,6 +187,7 @@ class ConnectionSampler:
         self.maximum = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
 
     def run(self) -> None:
         with self.engine.connect() as conn:  # on the admin database: not counted
@@ -173,150 +195,152 @@ class ConnectionSampler:
                 n = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"), {"d": self.database}).scalar()
                 self.maximum = max(self.maximum, int(n or 0))
 
-    def reset(self) -> None:
-        self.maximum = 0
-
-    def __enter__(self) -> ConnectionSampler:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self.stop.set()
         self.thread.join(timeout=5)
         self.engine.dispose()
 
 
-FINISHED_SQL = sa.text(
-    """
-    SELECT r.worker, t.datetime_start AS started, t.datetime_complete AS completed
-    FROM trials t
-    JOIN studies s ON s.study_id = t.study_id
-    JOIN trial_records r ON r.trial_id = t.trial_id
-    WHERE s.study_name LIKE 'syn-%' AND t.state IN ('COMPLETE', 'PRUNED', 'FAIL') AND t.datetime_complete >= :since
-    ORDER BY r.worker, t.datetime_start
-    """
-)
-
-
 class Fleet:
-    """Worker processes on one database: grow it, shrink it, measure a window."""
+    """Worker processes of one system on one database: grow it, measure a window."""
 
-    def __init__(self, admin_url: str, name: str, url: str, sleep_s: float) -> None:
-        self.admin_url, self.name, self.url, self.sleep_s = admin_url, name, url, sleep_s
+    def __init__(self, admin_url: str, name: str, url: str, system: str, sleep_s: float) -> None:
+        self.admin_url, self.name, self.url, self.system, self.sleep_s = admin_url, name, url, system, sleep_s
         self.engine = db.make_engine(url)
+        self.admin = admin_engine(admin_url)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.exit_codes: list[int | None] = []
         self.log_dir = Path(tempfile.mkdtemp(prefix="bench_workers_"))
         self.sampler = ConnectionSampler(admin_url, name)
-        self.sampler.__enter__()
 
     def close(self) -> None:
-        self.resize(0)
-        self.sampler.__exit__()
-        self.engine.dispose()
-
-    def resize(self, n: int, warmup_limit_s: float = 0) -> str:
-        """Start or SIGTERM workers until n run; wait (bounded) until every new one finished a trial."""
-        ids = sorted(self.procs)
-        for worker_id in ids[n:]:
-            self.procs[worker_id].send_signal(signal.SIGTERM)
-        for worker_id in ids[n:]:
-            proc = self.procs.pop(worker_id)
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            self.exit_codes.append(proc.returncode)
-        # Optuna stamps trials with the workers' local wall clock: measure on the same clock.
-        since = dt.datetime.now()
+        self.sampler.close()
+        self.engine.dispose()
+        self.admin.dispose()
+        shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    def db_now(self) -> object:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+
+    def active_ms(self) -> float:
+        with self.admin.connect() as conn:
+            return float(conn.execute(sa.text("SELECT active_time FROM pg_stat_database WHERE datname = :d"), {"d": self.name}).scalar() or 0)
+
+    def grow(self, n: int, warmup_limit_s: float) -> str:
+        """Start processes until n run; wait (bounded) until every new one finished a trial."""
         new = [f"bench-{i:02d}" for i in range(len(self.procs), n)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for worker_id in new:
+        for i, worker_id in enumerate(new, start=len(self.procs)):
             log = open(self.log_dir / f"{worker_id}.log", "ab")
-            self.procs[worker_id] = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "--database-url", self.url, "--studies", STUDY_GLOB,
-                 "--synthetic", str(self.sleep_s), "--worker-id", worker_id, "--device", "cpu"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
-            )
+            if self.system == "scalesweep":
+                cmd = [sys.executable, "-m", "worker.cli", "--database-url", self.url, "--synthetic", str(self.sleep_s),
+                       "--worker-id", worker_id, "--device", "cpu"]
+            else:
+                cmd = [sys.executable, "-c", PEER_SCRIPT, self.url, str(self.sleep_s), str(1000 + i), str(self.log_dir / f"{worker_id}.starts")]
+            self.procs[worker_id] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         deadline = time.monotonic() + warmup_limit_s
         waiting = set(new)
         while waiting and time.monotonic() < deadline:
             time.sleep(0.5)
-            with self.engine.connect() as conn:
-                done = conn.execute(
-                    sa.text("SELECT DISTINCT r.worker FROM trial_records r JOIN trials t ON t.trial_id = r.trial_id "
-                            "WHERE t.datetime_complete >= :since AND r.worker = ANY(:ids)"),
-                    {"since": since, "ids": list(waiting)},
-                ).scalars()
-                waiting -= set(done)
+            waiting = {w for w in waiting if len(self.starts(w)) < 2}
         dead = [w for w, p in self.procs.items() if p.poll() is not None]
         notes = []
         if waiting:
             notes.append(f"{len(waiting)}/{n} not warm after {warmup_limit_s:.0f} s")
         if dead:
-            notes.append(f"{len(dead)} workers died (logs in {self.log_dir})")
+            notes.append(f"{len(dead)} died (logs in {self.log_dir})")
         return "; ".join(notes)
 
-    def measure(self, scenario: Scenario, window_s: float, note: str) -> Result:
-        self.sampler.reset()
-        t0 = dt.datetime.now()
-        time.sleep(window_s)
-        t1 = dt.datetime.now()
-        connections = self.sampler.maximum
+    def starts(self, worker_id: str) -> list[float]:
+        """Start times (epoch seconds) of a process's trials so far."""
+        if self.system == "optuna":
+            path = self.log_dir / f"{worker_id}.starts"
+            return [float(x) for x in path.read_text().split()] if path.exists() else []
         with self.engine.connect() as conn:
-            finished = list(conn.execute(FINISHED_SQL, {"since": t0 - dt.timedelta(seconds=60)}))
-            live = int(conn.execute(sa.text(
-                "SELECT count(*) FROM trials t JOIN studies s USING (study_id) WHERE s.study_name LIKE 'syn-%'")).scalar() or 0)
-        in_window = [r for r in finished if t0 <= r.completed <= t1]
-        overhead, claim = [], []
-        for previous, current in zip(finished, finished[1:], strict=False):
-            if previous.worker != current.worker or not (t0 <= current.started <= t1):
-                continue
-            overhead.append(1000 * ((current.started - previous.started).total_seconds() - self.sleep_s))
-            claim.append(1000 * (current.started - previous.completed).total_seconds())
-        window = (t1 - t0).total_seconds()
-        return Result(scenario, window, len(in_window), len(in_window) / window, overhead, claim, connections, live, note,
-                      os.getloadavg()[0])
+            return [r.timestamp() for r in conn.execute(
+                sa.text("SELECT claimed_at FROM attempts WHERE worker = :w ORDER BY claimed_at"), {"w": worker_id}).scalars()]
+
+    def measure(self, scenario: Scenario, window_s: float, note: str) -> Result:
+        self.sampler.maximum = 0
+        t0, active0 = time.time(), self.active_ms()
+        time.sleep(window_s)
+        t1, active1 = time.time(), self.active_ms()
+        connections = self.sampler.maximum
+        overhead: list[float] = []
+        trials = 0
+        for worker_id in self.procs:
+            starts = self.starts(worker_id)
+            trials += sum(t0 <= s < t1 for s in starts)  # a trial started is one finished: each start follows a finish
+            for previous, current in zip(starts, starts[1:], strict=False):
+                if t0 <= current <= t1:
+                    overhead.append(1000 * (current - previous - self.sleep_s))
+        db_ms = (active1 - active0) / trials if trials else None
+        return Result(scenario, t1 - t0, trials, overhead, db_ms, connections, note, os.getloadavg()[0])
 
 
-@contextlib.contextmanager
-def fleet_on_fresh_database(admin_url: str, template: str, sleep_s: float) -> Iterator[Fleet]:
-    with scenario_database(admin_url, template) as (name, url):
-        fleet = Fleet(admin_url, name, url, sleep_s)
+def run_ramp(admin_url: str, template: str, system: str, sleep_s: float, sizes: list[int], window_s: float,
+             warmup_limit_s: float, results: list[Result]) -> None:
+    with db.scratch_database(admin_url, "bench_coord", template=template) as url:
+        fleet = Fleet(admin_url, str(make_url(url).database), url, system, sleep_s)
         try:
-            yield fleet
+            for n in sizes:
+                note = fleet.grow(n, warmup_limit_s)
+                r = fleet.measure(Scenario(system, n, sleep_s), window_s, note)
+                results.append(r)
+                print(f"# {r.scenario}: {r.trials_per_s:.1f} trials/s, p50 {fmt(percentile(r.overhead_ms, 50))} ms, "
+                      f"{r.max_connections} connections", flush=True)
         finally:
             fleet.close()
-        bad = [c for c in fleet.exit_codes if c not in (0, -signal.SIGTERM)]
-        if bad:
-            print(f"# warning: {len(bad)} workers exited with {sorted(set(bad))}; logs in {fleet.log_dir}", flush=True)
 
 
-def run_ramp(admin_url: str, template: str, sleep_s: float, fleet_sizes: list[int], window_s: float,
-             warmup_limit_s: float, report: Callable[[Result], None]) -> None:
-    """One fleet grown through the sizes on a database holding only the live studies."""
-    with fleet_on_fresh_database(admin_url, template, sleep_s) as fleet:
-        for n in fleet_sizes:
-            note = fleet.resize(n, warmup_limit_s)
-            report(fleet.measure(Scenario(n, sleep_s, 0), window_s, note))
+def ask_latency(admin_url: str, sizes: list[int]) -> list[tuple[int, float, float]]:
+    """(trials in the study, ask+suggest p50 ms, max ms) with the studies' TPE sampler. The history is
+    added through Optuna's public API (`add_trials`), re-using 200 randomly sampled points."""
+    import random
 
+    import optuna
 
-def run_stored(admin_url: str, template: str, sleep_s: float, workers: int, stored_levels: list[int], window_s: float,
-               warmup_limit_s: float, report: Callable[[Result], None]) -> None:
-    """A fixed fleet on its own database; finished trials of other studies are added level by level."""
-    with fleet_on_fresh_database(admin_url, template, sleep_s) as fleet:
-        note = fleet.resize(workers, warmup_limit_s)
-        stored = 0
-        for level in stored_levels:
-            if level > stored:
-                prefill(fleet.url, level - stored, n_studies=max(1, (level - stored) // 1000), prefix=f"history-{level}")
-                stored = level
-            report(fleet.measure(Scenario(workers, sleep_s, stored), window_s, note))
+    from coordinator.search_space import default_search_space, suggest
+    from coordinator.study_spec import tpe_sampler
 
-
-# --------------------------------------------------------------------------------------------------
-# The whole run
+    space = default_search_space(2_000_000, 25, preset="reference", context=60)
+    rng = random.Random(0)
+    out = []
+    with db.scratch_database(admin_url, "bench_ask") as url:
+        storage = db.optuna_storage(url)
+        filler = optuna.create_study(study_name="ask", storage=storage, direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+        points = []
+        for _ in range(200):
+            trial = filler.ask()
+            suggest(trial, space)
+            points.append((trial.params, trial.distributions))
+            filler.tell(trial, rng.random())
+        done = 200
+        study = optuna.load_study(study_name="ask", storage=storage, sampler=tpe_sampler(1))
+        for size in sizes:
+            extra = [optuna.trial.create_trial(params=p, distributions=d, value=rng.random()) for p, d in (rng.choice(points) for _ in range(size - done))]
+            study.add_trials(extra)
+            done = size
+            timings = []
+            for _ in range(7):
+                started = time.perf_counter()
+                trial = study.ask()
+                suggest(trial, space)
+                timings.append(1000 * (time.perf_counter() - started))
+                study.tell(trial, 0.5)
+                done += 1
+            out.append((size, statistics.median(timings), max(timings)))
+            print(f"# ask+suggest with {size} trials in the study: p50 {out[-1][1]:.0f} ms", flush=True)
+        storage.engine.dispose()
+    return out
 
 
 def fmt(x: float | None, digits: int = 0) -> str:
@@ -324,71 +348,57 @@ def fmt(x: float | None, digits: int = 0) -> str:
 
 
 def print_table(results: list[Result]) -> None:
-    header = ("| workers | trial s | stored | trials/s | ask+tell p50 / p95 / p99 ms | claim p95 ms | connections |"
-              " efficiency | window trials | live trials | load | note |")
-    print(header)
-    print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
+    print("| system | workers | trial s | trials/s | cost p50 / p95 ms | efficiency | db ms/trial | connections | load | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         s = r.scenario
         eff = "-" if r.efficiency is None else f"{100 * r.efficiency:.0f}%"
-        lat = " / ".join(fmt(percentile(r.overhead_ms, q)) for q in (50, 95, 99))
-        print(f"| {s.workers} | {s.sleep_s:g} | {s.stored} | {r.trials_per_s:.1f} | {lat} | {fmt(percentile(r.claim_ms, 95))} |"
-              f" {r.max_connections} | {eff} | {r.trials} | {r.live_trials} | {r.load:.1f} | {r.note} |", flush=True)
+        cost = " / ".join(fmt(percentile(r.overhead_ms, q)) for q in (50, 95))
+        print(f"| {s.system} | {s.workers} | {s.sleep_s:g} | {r.trials_per_s:.1f} | {cost} | {eff} | {fmt(r.db_ms_per_trial, 1)} |"
+              f" {r.max_connections} | {r.load:.1f} | {r.note} |", flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Worker-fleet coordination benchmark on real PostgreSQL.")
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="1 and 8 workers, 1k/10k stored (default; a few minutes)")
-    size.add_argument("--full", action="store_true", help="1, 8, 32, 64 workers; 1k, 10k, 100k stored")
-    parser.add_argument("--workers", type=int_list, help="override the fleet sizes, e.g. 1,8 ('none': skip)")
-    parser.add_argument("--stored", type=int_list, help="override the stored-trial levels, e.g. 1000,10000 ('none': skip)")
-    parser.add_argument("--stored-workers", type=int, default=8, help="fleet size for the stored-trial windows")
+    parser = argparse.ArgumentParser(description="Worker-fleet coordination benchmark: scalesweep beside plain Optuna.")
+    parser.add_argument("--workers", type=int_list, default=[1, 4, 8], help="fleet sizes (default 1,4,8)")
     parser.add_argument("--sleeps", type=float_list, default=[0.0, 1.0], help="synthetic trial seconds (default 0,1)")
-    parser.add_argument("--window", type=float, help="measured seconds per row (default 10 quick, 20 full)")
+    parser.add_argument("--systems", type=lambda t: t.split(","), default=list(SYSTEMS))
+    parser.add_argument("--big", action="store_true", help="then 32 and 64 scalesweep synthetic workers at S = 1 s")
+    parser.add_argument("--ask-latency", action="store_true", help="only TPE ask+suggest latency at 1k and 10k trials")
+    parser.add_argument("--window", type=float, default=10.0, help="measured seconds per row")
     parser.add_argument("--warmup-limit", type=float, default=180, help="most seconds to wait for new workers to start")
     parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
-    parser.add_argument("--private-server", action="store_true",
-                        help="an embedded PostgreSQL of our own with max_connections=400 (64 workers need ~200)")
+    parser.add_argument("--private-server", action="store_true", help="an embedded PostgreSQL of our own with max_connections=400")
     args = parser.parse_args()
-    window = args.window or (20.0 if args.full else 10.0)
-    fleet_sizes = args.workers if args.workers is not None else ([1, 8, 32, 64] if args.full else [1, 8])
-    stored_levels = args.stored if args.stored is not None else ([1_000, 10_000, 100_000] if args.full else [1_000, 10_000])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the fleets and drop the databases on SIGTERM too
 
     with contextlib.ExitStack() as stack:
         admin_url = db.normalise_url(args.admin_url)
         if args.private_server:
             admin_url = stack.enter_context(private_server(400))
+        if args.ask_latency:
+            for size, p50, worst in ask_latency(admin_url, [1_000, 10_000]):
+                print(f"| {size} trials in the study | ask+suggest p50 {p50:.0f} ms | max of 7 {worst:.0f} ms |")
+            return
         with admin_engine(admin_url).connect() as conn:
             limit = conn.execute(sa.text("SHOW max_connections")).scalar()
-        print(f"# fleets {fleet_sizes}, then {args.stored_workers} workers at {stored_levels} stored trials; trials of "
-              f"{args.sleeps} s; {window:.0f} s windows; max_connections={limit}; {os.cpu_count()} CPUs; "
-              f"{dt.datetime.now():%Y-%m-%d %H:%M}", flush=True)
+        print(f"# {args.systems} x fleets {args.workers} x trials of {args.sleeps} s; {args.window:.0f} s windows; "
+              f"max_connections={limit}; {os.cpu_count()} CPUs", flush=True)
         started = time.monotonic()
         template = stack.enter_context(template_database(admin_url))
-        print(f"# template ready in {time.monotonic() - started:.0f} s (synthetic dataset + 12 studies)", flush=True)
         results: list[Result] = []
-
-        def report(r: Result) -> None:
-            results.append(r)
-            print(f"# {r.scenario}: {r.trials_per_s:.1f} trials/s, p95 {fmt(percentile(r.overhead_ms, 95))} ms, "
-                  f"{r.max_connections} connections, at {time.monotonic() - started:.0f} s", flush=True)
-
         for sleep_s in args.sleeps:
-            # The stored-trial series first, on a quiet box: the big fleets leave it loaded for a while.
-            if stored_levels:
-                run_stored(admin_url, template, sleep_s, args.stored_workers, [0, *stored_levels], window,
-                           args.warmup_limit, report)
-            if fleet_sizes:
-                run_ramp(admin_url, template, sleep_s, fleet_sizes, window, args.warmup_limit, report)
+            for system in args.systems:
+                run_ramp(admin_url, template, system, sleep_s, args.workers, args.window, args.warmup_limit, results)
+        if args.big:
+            run_ramp(admin_url, template, "scalesweep", 1.0, [32, 64], args.window, args.warmup_limit, results)
         print()
         print_table(results)
         print(f"\n# total {time.monotonic() - started:.0f} s")
 
 
 def int_list(text: str) -> list[int]:
-    """'1,8,32' -> [1, 8, 32]; 'none' -> [] (skip that series)."""
-    return [] if text == "none" else [int(x) for x in text.split(",")]
+    return [int(x) for x in text.split(",")]
 
 
 def float_list(text: str) -> list[float]:

@@ -24,6 +24,7 @@ from coordinator.local import local_command
 from coordinator.reports import leaderboard_command, report_command, status_command
 from coordinator.search_space import search_space_command
 from coordinator.studies import create_studies_command, reap_command
+from coordinator.study_admin import study_app
 
 app = typer.Typer(
     name="coordinator",
@@ -67,6 +68,8 @@ app.command("baselines")(baselines_command)
 app.command("create-studies")(create_studies_command)
 app.command("reap")(reap_command)
 app.command("local")(local_command)
+
+app.add_typer(study_app, name="study")
 app.command("status")(status_command)
 app.command("leaderboard")(leaderboard_command)
 app.command("report")(report_command)

@@ -224,10 +224,12 @@ def optuna_storage(url: str, **kwargs: object) -> optuna.storages.RDBStorage:  #
 def init_db(url: str, reader_password: str | None = None) -> list[str]:
     """Create or upgrade everything; safe to run any number of times. Returns what it did.
 
+    Optuna creates or checks its own tables; ours are migrated by coordinator.migrations (Alembic,
+    version table `scalesweep_alembic_version`); the read model (sql/) is rebuilt from scratch.
     `reader_password` (default $HPO_READER_PASSWORD) sets the login password of the read-only role,
     so it can connect to servers that ask for one (scram); without it the role keeps its password.
     """
-    from coordinator import schema
+    from coordinator import migrations
 
     reader_password = reader_password or os.environ.get(ENV_READER_PASSWORD) or None
     done = []
@@ -238,8 +240,7 @@ def init_db(url: str, reader_password: str | None = None) -> list[str]:
         with engine.begin() as conn:
             # Serialise concurrent `db init`s (every worker may call it on start).
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('scalesweep.db_init'))"))
-            schema.metadata.create_all(conn)
-            done.append(f"{len(schema.metadata.tables)} project tables")
+            done.append(migrations.upgrade(conn))
             drop_views(conn)
             for name, sql in view_files():
                 conn.exec_driver_sql(sql)

@@ -130,13 +130,9 @@ class StudySpec:
     # Built from the spec by every worker, so every worker samples and prunes the same way.
 
     def make_sampler(self, seed: int) -> Any:
-        import optuna
-
         if self.sampler.kind != "tpe":
             raise ValueError(f"unknown sampler kind {self.sampler.kind!r}")
-        # constant_liar: running trials count as pessimistic results, so parallel workers spread out.
-        # multivariate, group and constant_liar are marked experimental: Optuna warns once per process.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        return tpe_sampler(seed)
 
     def make_pruner(self) -> Any:
         import optuna
@@ -148,6 +144,15 @@ class StudySpec:
                 n_startup_trials=self.pruner.n_startup_trials, n_warmup_steps=self.pruner.n_warmup_steps
             )
         raise ValueError(f"unknown pruner kind {self.pruner.kind!r}")
+
+
+def tpe_sampler(seed: int) -> Any:
+    """The sampler of every study (kind "tpe"); benchmarks build their peers with it too."""
+    import optuna
+
+    # constant_liar: running trials count as pessimistic results, so parallel workers spread out.
+    # multivariate, group and constant_liar are marked experimental: Optuna warns once per process.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
 def canonical_json(value: Any) -> str:

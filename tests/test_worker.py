@@ -111,10 +111,11 @@ def test_racing_workers_never_overshoot_the_target(engine: sa.Engine, initialise
 
 
 def running_trial(engine: sa.Engine) -> dict | None:
-    """The RUNNING attempt (claimed: provenance and sampled params written in the claim's transaction)."""
+    """The RUNNING attempt, once its sampled params are written (right after the claim)."""
     found = rows(
         engine,
-        "SELECT a.trial_id, a.trial_number AS number, a.item_id, a.attempt_id, a.params FROM attempts a WHERE a.state = 'RUNNING'",
+        "SELECT a.trial_id, a.trial_number AS number, a.item_id, a.attempt_id, a.params FROM attempts a "
+        "WHERE a.state = 'RUNNING' AND a.params IS NOT NULL",
     )
     return found[0] if found else None
 

@@ -327,7 +327,7 @@ class Worker:
             log.warning("trial %s: late result (%s) of an attempt already reaped; kept as such, not counted", item.label, outcome.state)
             return
         assert row is not None and self.storage is not None
-        outcomes.tell_optuna(self.storage, item.optuna_study, row, state, outcome.value)
+        outcomes.tell_optuna(self.storage, item.optuna_study, row, state, outcome.value, item.trial)
         shown = f" {item.study.spec.objective.metric}={outcome.value:.4f}" if outcome.value is not None and state == "COMPLETE" else ""
         note = f" ({reason})" if reason else ""
         log.info("trial %s %s%s%s%s", item.label, state, shown, note, "; re-queued" if retry else "")

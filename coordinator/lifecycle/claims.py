@@ -1,15 +1,17 @@
 """Claiming work: one transaction takes a waiting item, starts its attempt and writes everything known.
 
     BEGIN
-      counts of the selected studies (work_counts view)   -> the study furthest behind goes first
-      search only: the study's row lock (SKIP LOCKED)     -> one ask at a time per study
+      studies with a waiting item (claim_candidates)      -> the study furthest behind goes first
+      search only: the study's row lock (SKIP LOCKED;     -> one ask at a time per study
+        if every study is busy: wait, at most 2 s)
       the lowest waiting slot (FOR UPDATE SKIP LOCKED)    -> no two claims take one item
-      search only: Optuna ask (+ enqueue_trial for fixed or retried params), suggest
-      INSERT attempt (worker, host, device, seed, architecture, n_params, limits), item -> running
+      search only: Optuna ask (+ enqueue_trial for fixed or retried params)
+      INSERT attempt (worker, host, device, seed, trial number, limits), item -> running
     COMMIT
+    search only: suggest (sampling), then the attempt's params, architecture and n_params
 
-Every lock is a row lock taken with SKIP LOCKED: a claim never waits, and a role with SELECT only
-cannot take one. Target counts are exact because each slot is a row claimed by one attempt at a
+Every lock is a row lock, which a role with SELECT only cannot take; a claim skips locked rows and
+waits for one at most LOCK_WAIT_MS. Target counts are exact because each slot is a row claimed by one attempt at a
 time. An Optuna trial asked by a claim that died before COMMIT is closed by the reaper.
 
 API for every kind of work (stable): `claim_next(...) -> ClaimedItem | BUSY | None`, then
@@ -23,6 +25,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 
 from coordinator import records
@@ -126,6 +129,9 @@ class Busy:
 BUSY = Busy()
 
 
+LOCK_WAIT_MS = 2000  # the longest a claim waits for a study's claim lock (then BUSY: stop flags are checked)
+
+
 def claim_next(
     engine: sa.Engine,
     storage: optuna_adapter.Storage | None,
@@ -133,48 +139,59 @@ def claim_next(
     who: Who,
     kinds: list[str] = [SEARCH],  # noqa: B006
 ) -> ClaimedItem | Busy | None:
-    """Claim one item of the (kind, study) furthest behind its target; None when nothing waits."""
+    """Claim one item of the (kind, study) furthest behind its target; None when nothing waits.
+
+    First pass: every candidate with SKIP LOCKED (never waits). If all were being claimed, wait on
+    the first one's lock for at most LOCK_WAIT_MS, queued by PostgreSQL rather than polling.
+    """
+    claimed = claim_item(engine, storage, entries, who, kinds)
+    if isinstance(claimed, ClaimedItem) and claimed.kind == SEARCH:
+        describe(engine, claimed)
+    return claimed
+
+
+def claim_item(
+    engine: sa.Engine, storage: optuna_adapter.Storage | None, entries: list[StudyEntry], who: Who, kinds: list[str]
+) -> ClaimedItem | Busy | None:
+    """The claim's transaction (see the module doc)."""
     by_name = {e.name: e for e in entries}
-    with engine.begin() as conn:
-        progress = read_progress(conn, list(by_name), kinds)
-        candidates = sorted((key for key, p in progress.items() if p.has_room), key=lambda k: (progress[k].share, k[1], k[0]))
-        busy = False
-        for kind, name in candidates:
-            entry = by_name[name]
-            if kind == SEARCH and conn.execute(query("claim_lock_study"), {"study_name": name}).first() is None:
-                busy = True
-                continue
+    try:
+        with engine.begin() as conn:
+            candidates = [(r.kind, r.study_name) for r in conn.execute(query("claim_candidates"), {"names": list(by_name), "kinds": kinds})]
+            if not candidates:
+                return None
+            for kind, name in candidates:
+                if kind == SEARCH and conn.execute(query("claim_lock_study"), {"study_name": name}).first() is None:
+                    continue
+                item = conn.execute(query("claim_item"), {"kind": kind, "study_name": name}).first()
+                if item is not None:
+                    return start(conn, storage, by_name[name], kind, item, who)
+            kind, name = candidates[0]
+            if kind != SEARCH:
+                return BUSY  # its items are held by claims that have not committed yet
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'"))
+            conn.execute(query("claim_wait_study"), {"study_name": name})
             item = conn.execute(query("claim_item"), {"kind": kind, "study_name": name}).first()
-            if item is None:
-                busy = True  # held by a claim that has not committed yet
-                continue
-            return start(conn, storage, entry, kind, item, who)
-    return BUSY if busy else None
+            return start(conn, storage, by_name[name], kind, item, who) if item is not None else BUSY
+    except sa.exc.OperationalError as exc:
+        if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+            return BUSY
+        raise
 
 
 def start(conn: sa.Connection, storage: optuna_adapter.Storage | None, entry: StudyEntry, kind: str, item: sa.Row, who: Who) -> ClaimedItem:
     spec = entry.spec
     attempt = item.attempts_made + 1
     claimed = ClaimedItem(kind, entry, item.item_id, item.slot, 0, attempt, dict(item.payload))
-    values: dict[str, Any] = {"trial_number": None, "sampler_seed": None, "params": None, "architecture": None, "n_params": None}
+    values: dict[str, Any] = {"trial_number": None, "sampler_seed": None}
     if kind == SEARCH:
-        from coordinator.search_space import SearchSpace, suggest
-
         assert storage is not None, "search items need the Optuna storage"
         seed = claim_seed(spec.sampler.seed, entry.name, item.slot, attempt)
         study = optuna_adapter.load_study(storage, spec, seed)
         trial = optuna_adapter.ask(study, claimed.payload.get("params"))
-        config = suggest(trial, SearchSpace.from_dict(spec.search_space))
-        arch = config.architecture
-        claimed.trial, claimed.optuna_study, claimed.config = trial, study, config
+        claimed.trial, claimed.optuna_study = trial, study
         claimed.trial_number, claimed.sampler_seed = trial.number, seed
-        values.update(
-            trial_number=trial.number,
-            sampler_seed=seed,
-            params=json.dumps(trial.params),
-            architecture=json.dumps({k: v for k, v in asdict(arch).items()}),
-            n_params=arch.n_params,
-        )
+        values.update(trial_number=trial.number, sampler_seed=seed)
     row = conn.execute(
         query("start_attempt"),
         {
@@ -193,6 +210,26 @@ def start(conn: sa.Connection, storage: optuna_adapter.Storage | None, entry: St
     ).one()
     claimed.attempt_id, claimed.trial_id = row.attempt_id, row.trial_id
     return claimed
+
+
+def describe(engine: sa.Engine, claimed: ClaimedItem) -> None:
+    """Sample the claimed trial's config (after COMMIT: the study's claim lock covers only the ask)
+    and write its parameters, architecture and exact parameter count on the attempt."""
+    from coordinator.search_space import SearchSpace, suggest
+
+    config = suggest(claimed.trial, SearchSpace.from_dict(claimed.study.spec.search_space))
+    claimed.config = config
+    arch = config.architecture
+    with engine.begin() as conn:
+        conn.execute(
+            query("describe_attempt"),
+            {
+                "attempt_id": claimed.attempt_id,
+                "params": json.dumps(claimed.trial.params),
+                "architecture": json.dumps(asdict(arch)),
+                "n_params": arch.n_params,
+            },
+        )
 
 
 def heartbeat(engine: sa.Engine, attempt_id: int, progress: int) -> bool:

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from coordinator.schema import metadata
 
 SEARCH = "search"  # the kind of an Optuna trial of a study
+ENQUEUE_BATCH = 5000  # rows per INSERT
 
 work_items = sa.Table(
     "work_items",
@@ -47,8 +48,8 @@ work_items = sa.Table(
     sa.UniqueConstraint("kind", "study_name", "slot", name="uq_work_items_slot"),
     sa.CheckConstraint("state IN ('waiting', 'running', 'finished', 'cancelled')", name="ck_work_items_state"),
 )
-sa.Index("ix_work_items_waiting", work_items.c.kind, work_items.c.study_name, work_items.c.slot, postgresql_where=sa.text("state = 'waiting'"))
-sa.Index("ix_work_items_study", work_items.c.study_name, work_items.c.kind, work_items.c.state)
+# A claim's "lowest waiting slot of (kind, study)" is one probe of this index, in slot order.
+sa.Index("ix_work_items_study", work_items.c.study_name, work_items.c.kind, work_items.c.state, work_items.c.slot)
 
 attempts = sa.Table(
     "attempts",
@@ -115,11 +116,13 @@ def enqueue_items(conn: sa.Connection, kind: str, study_name: str, payloads: Seq
     Idempotent: a slot that exists already is left as it is, so running the same call twice (or two
     processes racing) creates each item once.
     """
-    if not payloads:
-        return 0
     rows = [{"kind": kind, "study_name": study_name, "slot": first_slot + i, "payload": dict(p)} for i, p in enumerate(payloads)]
-    stmt = insert(work_items).values(rows).on_conflict_do_nothing(constraint="uq_work_items_slot").returning(work_items.c.item_id)
-    return len(conn.execute(stmt).all())
+    added = 0
+    for start in range(0, len(rows), ENQUEUE_BATCH):  # a statement carries at most 65535 parameters
+        stmt = insert(work_items).values(rows[start : start + ENQUEUE_BATCH])
+        stmt = stmt.on_conflict_do_nothing(constraint="uq_work_items_slot").returning(work_items.c.item_id)
+        added += len(conn.execute(stmt).all())
+    return added
 
 
 def slot_count(conn: sa.Connection, kind: str, study_name: str) -> int:

@@ -48,8 +48,21 @@ def started_trials(study: optuna.Study) -> int:
     return sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
 
 
+# One Study object per (storage, study) in a process: Optuna keeps a cache of finished trials per
+# Study object, so re-loading the study for every claim would re-read its whole history each time.
+_studies: dict[tuple[int, str], optuna.Study] = {}
+
+
 def load_study(storage: Storage, spec: StudySpec, seed: int) -> optuna.Study:
-    return optuna.load_study(study_name=spec.name, storage=storage, sampler=spec.make_sampler(seed), pruner=spec.make_pruner())
+    """The study with this claim's sampler (a fresh TPE sampler seeded for the claim)."""
+    key = (id(storage), spec.name)
+    study = _studies.get(key)
+    if study is None:
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=spec.make_sampler(seed), pruner=spec.make_pruner())
+        _studies[key] = study
+    else:
+        study.sampler = spec.make_sampler(seed)  # Study.sampler is a public attribute
+    return study
 
 
 def ask(study: optuna.Study, fixed_params: Mapping[str, Any] | None) -> optuna.Trial:
@@ -62,8 +75,8 @@ def ask(study: optuna.Study, fixed_params: Mapping[str, Any] | None) -> optuna.T
     return study.ask()
 
 
-def tell(study: optuna.Study, number: int, state: str, value: float | None) -> bool:
-    """Finish trial `number` in Optuna; False when it was finished already (e.g. closed by a reaper)."""
+def tell(study: optuna.Study, number: int | optuna.Trial, state: str, value: float | None) -> bool:
+    """Finish a trial (object or number) in Optuna; False when it was finished already (e.g. by a reaper)."""
     wanted = FINISHED_STATES[state]
     try:
         told = study.tell(number, value if state == "COMPLETE" else None, state=wanted, skip_if_finished=True)

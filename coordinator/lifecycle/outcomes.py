@@ -66,14 +66,14 @@ def finish(
     return Finished(counted=True, retried=retry), row
 
 
-def tell_optuna(storage: optuna_adapter.Storage, study: Any, row: sa.Row, state: str, value: float | None) -> None:
+def tell_optuna(storage: optuna_adapter.Storage, study: Any, row: sa.Row, state: str, value: float | None, trial: Any = None) -> None:
     """Tell Optuna what the ledger says; an already finished trial is left as it is."""
     if row.trial_number is None:
         return
     if study is None:
         optuna_adapter.tell_by_name(storage, row.study_name, row.trial_number, state, value)
     else:
-        optuna_adapter.tell(study, row.trial_number, state, value)
+        optuna_adapter.tell(study, trial if trial is not None else row.trial_number, state, value)
 
 
 def final_record(attempt: sa.Row, state: str, reason: str | None, details: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ WITH attempt AS (
     VALUES (:item_id, :attempt, :trial_number,
             (SELECT t.trial_id FROM trials t JOIN studies s ON s.study_id = t.study_id
              WHERE s.study_name = :study_name AND t.number = :trial_number),
-            :worker, :host, :device, :code_version, :sampler_seed, :synthetic, CAST(:params AS jsonb), CAST(:architecture AS jsonb), :n_params,
+            :worker, :host, :device, :code_version, :sampler_seed, :synthetic, NULL, NULL, NULL,
             :stall_timeout_s, :time_limit_s)
     RETURNING attempt_id, trial_id
 ), item AS (
