@@ -58,14 +58,14 @@ def populated(engine: sa.Engine, initialised_db: str) -> str:
 
 def test_comma_globs_and_formats(populated: str) -> None:
     url = populated
-    result = invoke("status", "--studies", "*-h1,*-h5", "--format", "json", "--database-url", url)
+    result = invoke("status", "--studies", "*300K*,*-min", "--format", "json", "--database-url", url)
     assert result.exit_code == 0, result.output
     names = sorted(r["study_name"] for r in json.loads(result.stdout))
-    assert names == ["spy-a25-thr1pct-200M-h5", "spy-a25-thr1pct-20M-h1"]
+    assert names == ["syn-a25-thr1pct-100K-h5-min", "syn-a25-thr1pct-300K-h1"]
     result = invoke("status", "--format", "csv", "--database-url", url)
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert result.exit_code == 0 and len(rows) == 3 and "eta_s" in rows[0]
-    result = invoke("leaderboard", "--studies", "*-h3, *-h1", "--format", "csv", "--database-url", url)
+    result = invoke("leaderboard", "--studies", "*-min, *100K-h1", "--format", "csv", "--database-url", url)
     assert result.exit_code == 0 and len(list(csv.DictReader(io.StringIO(result.stdout)))) == 2
     result = invoke("status", "--studies", ",", "--database-url", url)
     assert "bad --studies ','" in str(result.exception)
@@ -73,15 +73,15 @@ def test_comma_globs_and_formats(populated: str) -> None:
 
 def test_no_silent_dataset_switch_on_status_and_leaderboard(engine: sa.Engine, populated: str) -> None:
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE study_specs SET dataset_version = 2 WHERE study_name = 'spy-a25-thr1pct-2M-h3'"))
+        conn.execute(sa.text("UPDATE study_specs SET dataset_version = 2 WHERE study_name = 'syn-a25-thr1pct-100K-h5-min'"))
     for command in ("status", "leaderboard"):
         refused = subprocess.run([sys.executable, "-m", "coordinator.cli", command, "--database-url", populated],
                                  capture_output=True, text=True, timeout=120, cwd=REPO)
         assert refused.returncode == 2 and refused.stdout == ""
         assert refused.stderr.strip() == (
-            "error: these studies use 2 datasets (spy-a25:1, spy-a25:2): choose one with --dataset NAME[:VERSION], or --dataset all"
+            "error: these studies use 2 datasets (syn-a25:1, syn-a25:2): choose one with --dataset NAME[:VERSION], or --dataset all"
         )
-    one = invoke("status", "--dataset", "spy-a25:1", "--format", "json", "--database-url", populated)
+    one = invoke("status", "--dataset", "syn-a25:1", "--format", "json", "--database-url", populated)
     assert one.exit_code == 0 and len(json.loads(one.stdout)) == 2
     every = invoke("status", "--dataset", "all", "--format", "json", "--database-url", populated)
     assert every.exit_code == 0 and len(json.loads(every.stdout)) == 3
@@ -107,10 +107,10 @@ def test_export_csv_and_parquet(populated: str, tmp_path: Path) -> None:
     frame = pd.read_csv(io.StringIO(result.stdout))
     assert {"study_name", "trial_number", "state", "val_auc"} <= set(frame.columns) and len(frame) > 0
     out = tmp_path / "trials.parquet"
-    result = invoke("export", "--format", "parquet", "--out", str(out), "--studies", "*-h3", "--database-url", populated)
+    result = invoke("export", "--format", "parquet", "--out", str(out), "--studies", "*-min", "--database-url", populated)
     assert result.exit_code == 0, result.output
     parquet = pd.read_parquet(out)
-    assert set(parquet["study_name"]) == {"spy-a25-thr1pct-2M-h3"}
+    assert set(parquet["study_name"]) == {"syn-a25-thr1pct-100K-h5-min"}
     refused = invoke("export", "--format", "parquet", "--database-url", populated)
     assert str(refused.exception) == "--format parquet needs --out FILE"
 
@@ -239,11 +239,11 @@ def test_local_resumes_the_dataset_its_studies_use(engine: sa.Engine, populated:
 
     make_dataset(populated, symbol="SYN")
     make_dataset(populated, symbol="ALT", seed=1)  # built later: "the latest" would silently switch to it
-    assert choose_dataset(engine, None) == "spy-a25:1"
+    assert choose_dataset(engine, None) == "syn-a25:1"
     assert choose_dataset(engine, "alt-a25") == "alt-a25:1"
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE study_specs SET dataset_name = 'syn-a25' WHERE study_name = 'spy-a25-thr1pct-2M-h3'"))
-    with pytest.raises(UserError, match=r"the existing studies use 2 datasets \(spy-a25:1, syn-a25:1\)"):
+        conn.execute(sa.text("UPDATE study_specs SET dataset_name = 'alt-a25' WHERE study_name = 'syn-a25-thr1pct-100K-h5-min'"))
+    with pytest.raises(UserError, match=r"the existing studies use 2 datasets \(alt-a25:1, syn-a25:1\)"):
         choose_dataset(engine, None)
 
 
@@ -268,4 +268,4 @@ def test_dashboard_serves_the_same_database_on_localhost(populated: str) -> None
         proc.wait(timeout=30)
     assert body is not None, proc.stderr.read() if proc.stderr else ""
     assert {s["study_name"] for s in body["study_summaries"]} == {
-        "spy-a25-thr1pct-2M-h3", "spy-a25-thr1pct-20M-h1", "spy-a25-thr1pct-200M-h5"}
+        "syn-a25-thr1pct-100K-h1", "syn-a25-thr1pct-100K-h5-min", "syn-a25-thr1pct-300K-h1"}
