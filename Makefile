@@ -36,6 +36,19 @@ test-slow: venv
 e2e-compose: venv
 	SHARED_DATA=$(SHARED_DATA) scripts/e2e_compose.sh
 
+# Workers as a Slurm job array for real on this machine: slurm-wlm + munge installed when missing,
+# single-node slurmctld/slurmd, a private TLS + password PostgreSQL, 3 workers (one scancelled, one
+# requeued mid-trial), checks through the SQL views. Needs root; minutes (E2E_SLURM_ARGS=--synthetic 20: fewer).
+.PHONY: e2e-slurm
+e2e-slurm: venv
+	SHARED_DATA=$(SHARED_DATA) scripts/e2e_slurm.sh $(E2E_SLURM_ARGS)
+
+# 200 synthetic workers through PgBouncer (transaction pooling) and straight to PostgreSQL, on a
+# private server and pooler of its own (Debian's pgbouncer); ~10 min.
+.PHONY: bench-pgbouncer
+bench-pgbouncer: venv
+	$(PY) bench/pgbouncer.py
+
 # The service's benchmarks on the local PostgreSQL (127.0.0.1:5432; BENCH_ADMIN_URL to change it):
 # SQL views at 100k trials, then the worker fleet (--quick). `bench-full`: 1-64 workers, 100k stored.
 .PHONY: bench-service bench-full
