@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/views.py [--trials 100000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
 
-Creates a scratch database, runs `db init`, bulk-inserts trials with plain SQL (INSERT ... SELECT
+Creates a scratch database, runs `db init`, bulk-inserts ledger rows (items, attempts, records, epochs) with plain SQL (INSERT ... SELECT
 generate_series: seconds, not the hours Optuna's API would take), then times each view with
 EXPLAIN ANALYZE, and drops the database. `prefill()` is also used by bench/coordination.py to put
 1k/10k/100k finished trials in the database before the workers start.
@@ -33,20 +33,23 @@ QUERIES = {
     "study_progress": "SELECT * FROM study_progress",
     "study_progress (one study)": "SELECT * FROM study_progress WHERE study_name = :study",
     "leaderboard": "SELECT * FROM leaderboard",
-    "learning_curves (one trial)": "SELECT * FROM learning_curves WHERE study_name = :study AND trial_number = 7",
+    "learning_curves (one trial)": "SELECT * FROM learning_curves WHERE study_name = :study AND trial_number = 8",
     "failures by reason": (
         "SELECT study_name, reason, count(*) FROM trial_results WHERE state = 'FAIL' GROUP BY 1, 2"
     ),
 }
 
 
-def create_bare_study(conn: sa.Connection, name: str, *, target: int, direction: str = "maximize") -> int:
-    """An Optuna study plus its study_specs row, written directly (no dataset needed)."""
-    study_id = conn.execute(sa.text("INSERT INTO studies (study_name) VALUES (:n) RETURNING study_id"), {"n": name}).scalar_one()
-    conn.execute(
-        sa.text("INSERT INTO study_directions (direction, study_id, objective) VALUES (CAST(:d AS studydirection), :s, 0)"),
-        {"d": direction.upper(), "s": study_id},
-    )
+def create_bare_study(conn: sa.Connection, url: str, name: str, *, target: int, direction: str = "maximize") -> int:
+    """An Optuna study (its public API) plus its study_specs row written directly (no dataset needed)."""
+    import optuna
+
+    storage = db.optuna_storage(url)
+    try:
+        optuna.create_study(study_name=name, storage=storage, direction=direction)
+    finally:
+        storage.engine.dispose()
+    study_id = conn.execute(sa.text("SELECT study_id FROM studies WHERE study_name = :n"), {"n": name}).scalar_one()
     spec = {"name": name, "note": "bench study written with plain SQL"}
     conn.execute(
         sa.text(
@@ -71,11 +74,12 @@ def create_bare_study(conn: sa.Connection, name: str, *, target: int, direction:
 
 
 def prefill(url: str, n_trials: int, *, n_studies: int = 12, prefix: str = "history") -> list[str]:
-    """Store n_trials finished trials (with records, values and epochs) over n_studies full studies.
+    """Store n_trials finished trials (ledger rows, records and epochs) over n_studies full studies.
 
     The mix looks like a real sweep: ~85% COMPLETE, ~10% PRUNED, ~5% FAIL of which half were
-    retried (each retried FAIL has a later trial carrying Optuna's retry_history), and a few
-    RUNNING. Returns the study names.
+    retried (a second attempt of the same item), and a few RUNNING. The ledger rows are written
+    with plain SQL; their trial ids are the bench's own (the read model never reads Optuna's
+    tables). Returns the study names.
     """
     engine = db.make_engine(url)
     names = []
@@ -84,8 +88,8 @@ def prefill(url: str, n_trials: int, *, n_studies: int = 12, prefix: str = "hist
         with engine.begin() as conn:
             for i in range(n_studies):
                 name = f"{prefix}-{i:03d}"
-                study_id = create_bare_study(conn, name, target=per_study)
-                fill_study(conn, study_id, name, per_study)
+                create_bare_study(conn, url, name, target=per_study)
+                fill_study(conn, name, per_study)
                 names.append(name)
             conn.exec_driver_sql("ANALYZE")
     finally:
@@ -93,42 +97,38 @@ def prefill(url: str, n_trials: int, *, n_studies: int = 12, prefix: str = "hist
     return names
 
 
-def fill_study(conn: sa.Connection, study_id: int, name: str, n: int) -> None:
-    params = {"s": study_id, "n": n, "name": name}
+def fill_study(conn: sa.Connection, name: str, n: int) -> None:
+    params = {"n": n, "name": name}
+    # Item g: RUNNING for the last two, else FAIL (g % 20 = 3), PRUNED (g % 10 = 1) or COMPLETE;
+    # every 40th item (g % 40 = 4) failed once and was retried (two attempts).
     conn.execute(
         sa.text(
             """
-            INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete)
-            SELECT g, :s,
-                CAST(CASE WHEN g % 20 = 3 THEN 'FAIL' WHEN g % 10 = 1 THEN 'PRUNED'
-                          WHEN g >= :n - 2 THEN 'RUNNING' ELSE 'COMPLETE' END AS trialstate),
-                now() - make_interval(secs => (:n - g) * 60),
-                CASE WHEN g < :n - 2 THEN now() - make_interval(secs => (:n - g) * 60 - 30 - g % 17) END
+            INSERT INTO work_items (kind, study_name, slot, state, outcome, attempts_made)
+            SELECT 'search', :name, g + 1,
+                CASE WHEN g >= :n - 2 THEN 'running' ELSE 'finished' END,
+                CASE WHEN g >= :n - 2 THEN NULL WHEN g % 20 = 3 THEN 'FAIL' WHEN g % 10 = 1 THEN 'PRUNED' ELSE 'COMPLETE' END,
+                CASE WHEN g % 40 = 4 THEN 2 ELSE 1 END
             FROM generate_series(0, :n - 1) AS g
             """
         ),
         params,
     )
-    # Half of the FAIL trials were retried: the retry is the trial 1 after it (which is COMPLETE
-    # or PRUNED by construction above), carrying Optuna's retry bookkeeping.
     conn.execute(
         sa.text(
             """
-            INSERT INTO trial_system_attributes (trial_id, key, value_json)
-            SELECT r.trial_id, k.key, CASE k.key WHEN 'failed_trial' THEN (r.number - 1)::text
-                                                  ELSE '[' || (r.number - 1) || ']' END
-            FROM trials r CROSS JOIN (VALUES ('failed_trial'), ('retry_history')) AS k(key)
-            WHERE r.study_id = :s AND r.number % 40 = 4
-            """
-        ),
-        params,
-    )
-    conn.execute(
-        sa.text(
-            """
-            INSERT INTO trial_values (trial_id, objective, value, value_type)
-            SELECT trial_id, 0, 0.5 + 0.1 * sin(trial_id), 'FINITE'
-            FROM trials WHERE study_id = :s AND state IN ('COMPLETE', 'PRUNED')
+            INSERT INTO attempts (item_id, attempt, trial_number, trial_id, worker, host, device, state, reason, value,
+                                  n_params, claimed_at, heartbeat_at, progress_at, finished_at)
+            SELECT i.item_id, k, 2 * (i.slot - 1) + k - 1, (2 * i.item_id + k)::int, 'w' || i.slot % 64, 'bench', 'cpu',
+                CASE WHEN k < i.attempts_made THEN 'FAIL' WHEN i.state = 'running' THEN 'RUNNING' ELSE i.outcome END,
+                CASE WHEN k < i.attempts_made THEN 'lost: no heartbeat for over 60 s (w1)' WHEN i.outcome = 'FAIL' THEN 'diverged: loss is nan'
+                     WHEN i.outcome = 'PRUNED' THEN 'median pruner' END,
+                CASE WHEN k = i.attempts_made AND i.outcome = 'COMPLETE' THEN 0.5 + 0.1 * sin(i.item_id) END,
+                1500000 + i.slot % 1000 * 1000,
+                now() - make_interval(secs => (:n - i.slot) * 60), now(), now(),
+                CASE WHEN i.state = 'finished' OR k < i.attempts_made THEN now() - make_interval(secs => (:n - i.slot) * 60 - 30) END
+            FROM work_items i CROSS JOIN generate_series(1, 2) AS k
+            WHERE i.study_name = :name AND k <= i.attempts_made
             """
         ),
         params,
@@ -139,11 +139,11 @@ def fill_study(conn: sa.Connection, study_id: int, name: str, n: int) -> None:
             INSERT INTO trial_records (trial_id, study_name, trial_number, state, reason, n_params, d_model,
                 n_layers, n_heads, d_ff, learning_rate, weight_decay, dropout, epochs_run, best_epoch,
                 val_auc, val_loss, duration_s, worker, device, metrics)
-            SELECT trial_id, :name, number, state::text,
-                CASE state WHEN 'FAIL' THEN 'diverged: loss is nan' WHEN 'PRUNED' THEN 'median pruner' END,
-                1500000 + number % 1000 * 1000, 128 * (1 + number % 4), 2 + number % 6, 8, 512, 1e-4, 0.01, 0.1,
-                10, 1 + number % 10, 0.5 + 0.1 * sin(trial_id), 0.6, 30, 'w' || number % 64, 'cpu', '{}'::jsonb
-            FROM trials WHERE study_id = :s AND state IN ('COMPLETE', 'PRUNED', 'FAIL')
+            SELECT a.trial_id, :name, a.trial_number, a.state, a.reason,
+                a.n_params, 128 * (1 + a.trial_number % 4), 2 + a.trial_number % 6, 8, 512, 1e-4, 0.01, 0.1,
+                10, 1 + a.trial_number % 10, a.value, 0.6, 30, a.worker, 'cpu', '{}'::jsonb
+            FROM attempts a JOIN work_items i ON i.item_id = a.item_id
+            WHERE i.study_name = :name AND a.state <> 'RUNNING'
             """
         ),
         params,
@@ -152,9 +152,9 @@ def fill_study(conn: sa.Connection, study_id: int, name: str, n: int) -> None:
         sa.text(
             f"""
             INSERT INTO trial_epochs (trial_id, epoch, train_loss, val_loss, val_auc, learning_rate, seconds)
-            SELECT t.trial_id, e, 0.7 - 0.01 * e, 0.69 - 0.005 * e, 0.5 + 0.005 * e, 1e-4, 3
-            FROM trials t CROSS JOIN generate_series(1, {EPOCHS_PER_TRIAL}) AS e
-            WHERE t.study_id = :s AND t.state <> 'RUNNING'
+            SELECT a.trial_id, e, 0.7 - 0.01 * e, 0.69 - 0.005 * e, 0.5 + 0.005 * e, 1e-4, 3
+            FROM attempts a JOIN work_items i ON i.item_id = a.item_id CROSS JOIN generate_series(1, {EPOCHS_PER_TRIAL}) AS e
+            WHERE i.study_name = :name AND a.state <> 'RUNNING'
             """
         ),
         params,

@@ -189,6 +189,7 @@ def init_db(url: str) -> list[str]:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('scalesweep.db_init'))"))
             schema.metadata.create_all(conn)
             done.append(f"{len(schema.metadata.tables)} project tables")
+            drop_views(conn)
             for name, sql in view_files():
                 conn.exec_driver_sql(sql)
                 done.append(f"sql/{name}")
@@ -197,6 +198,17 @@ def init_db(url: str) -> list[str]:
     finally:
         engine.dispose()
     return done
+
+
+def drop_views(conn: sa.Connection) -> None:
+    """Drop every view of ours (from the catalogue: no hand-kept list) before sql/ recreates them.
+
+    Views hold no data; dropping first lets a view change or lose columns between versions, and a
+    view that a newer version no longer defines disappears.
+    """
+    names = conn.exec_driver_sql("SELECT viewname FROM pg_views WHERE schemaname = 'public' AND viewowner = current_user").scalars().all()
+    if names:
+        conn.exec_driver_sql("DROP VIEW IF EXISTS " + ", ".join(f'"{n}"' for n in names) + " CASCADE")
 
 
 def view_files() -> list[tuple[str, str]]:

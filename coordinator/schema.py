@@ -16,7 +16,7 @@ metadata = sa.MetaData()
 TABLE_MODULES: list[str] = [
     "coordinator.records",
     "coordinator.data.registry",
-    "worker.leases",
+    "coordinator.lifecycle.ledger",
     "coordinator.baselines",
 ]
 

@@ -28,6 +28,7 @@ from coordinator.study_spec import (
     BudgetSpec,
     DatasetRef,
     LabelSpec,
+    LimitsSpec,
     ObjectiveSpec,
     PrunerSpec,
     SamplerSpec,
@@ -78,6 +79,7 @@ class MatrixRequest:
     preset: str = "default"
     pruner: str | None = None
     suffix: str | None = None  # appended to every study name, for a second matrix beside the first
+    limits: LimitsSpec = LimitsSpec()  # stall timeout and wall-clock limit of every attempt
 
 
 def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy]:
@@ -132,6 +134,7 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
                 pruner=pruner,
                 target_trials=trials,
                 code_version=code_version(),
+                limits=request.limits,
             )
             s = samples[horizon]
             plans.append(
@@ -212,12 +215,14 @@ def check_existing(engine: sa.Engine, plans: list[PlannedStudy]) -> list[Planned
 
 
 def create_studies(url: str, plans: list[PlannedStudy]) -> list[PlannedStudy]:
-    """Create the planned studies that are new. Safe against concurrent runs and half-done runs."""
-    import optuna
+    """Create the planned studies that are new. Safe against concurrent runs and half-done runs.
 
-    from coordinator import trials
+    Each study is one transaction: its Optuna study (for sampling), its `study_specs` row and its
+    ledger items (one `search` slot per target trial, the extreme architectures first).
+    """
+    from coordinator.lifecycle import ledger, optuna_adapter
 
-    storage = db.optuna_storage(url)
+    storage = optuna_adapter.open_storage(url)
     engine = storage.engine
     created = []
     try:
@@ -226,30 +231,23 @@ def create_studies(url: str, plans: list[PlannedStudy]) -> list[PlannedStudy]:
                 continue
             with engine.begin() as conn:
                 # One create-studies at a time; re-check under the lock (another run may have won).
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": trials.CREATE_STUDIES_LOCK_NAMESPACE})
+                # A table lock stronger than ACCESS SHARE needs write privileges: readers cannot hold it.
+                conn.execute(sa.text("LOCK TABLE study_specs IN SHARE ROW EXCLUSIVE MODE"))
                 if check_existing_locked(conn, plan):
                     continue
                 spec = plan.spec
-                study = optuna.create_study(
-                    study_name=spec.name,
-                    storage=storage,
-                    direction=spec.objective.direction,
-                    load_if_exists=True,  # left behind by a run that died before storing the spec
-                )
-                foreign = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+                study = optuna_adapter.create_study(storage, spec)
+                foreign = optuna_adapter.started_trials(study)
                 if foreign:
                     raise UserError(
-                        f"Optuna study {spec.name} already has {len(foreign)} trials but no scalesweep spec; "
+                        f"Optuna study {spec.name} already has {foreign} trials but no scalesweep spec; "
                         "it was not made by create-studies: delete it or use another dataset name"
                     )
-                study.set_user_attr("spec", spec.to_dict())
-                study.set_user_attr("spec_sha256", spec.sha256())
-                for params in plan.extremes:
-                    study.enqueue_trial(params, user_attrs={"enqueued": "extreme architecture"}, skip_if_exists=True)
+                study_id = conn.execute(sa.text("SELECT study_id FROM studies WHERE study_name = :n"), {"n": spec.name}).scalar_one()
                 conn.execute(
                     records.study_specs.insert().values(
                         study_name=spec.name,
-                        study_id=study._study_id,
+                        study_id=study_id,
                         budget=spec.budget.label,
                         budget_params=spec.budget.params,
                         horizon=spec.horizon,
@@ -264,6 +262,7 @@ def create_studies(url: str, plans: list[PlannedStudy]) -> list[PlannedStudy]:
                         code_version=spec.code_version,
                     )
                 )
+                ledger.register_search(conn, spec.name, spec.target_trials, plan.extremes)
             created.append(plan)
     finally:
         storage.engine.dispose()
@@ -407,20 +406,28 @@ def reap_command(
     ctx: typer.Context,
     studies: Annotated[Optional[str], typer.Option("--studies", help="Only studies matching this glob (comma-separated globs allowed).")] = None,
     grace_period: Annotated[Optional[int], typer.Option("--grace-period", min=2, help="Seconds without heartbeat; default $SCALESWEEP_GRACE_S or 60.")] = None,
+    heartbeat_interval: Annotated[Optional[int], typer.Option("--heartbeat-interval", min=1, help="The workers' heartbeat interval; default $SCALESWEEP_HEARTBEAT_S or 5.")] = None,
 ) -> None:
-    """Fail RUNNING trials whose worker stopped sending heartbeats and re-enqueue them (capped retries)."""
-    from coordinator import trials
+    """Fail attempts that are lost (no heartbeat), stalled or over their time limit, and retry them (capped)."""
     from coordinator.cli import database_url
+    from coordinator.lifecycle import claims, optuna_adapter, reaper
+    from coordinator.lifecycle.settings import ENV_HEARTBEAT, Liveness, env_int
 
+    if grace_period is not None:
+        # The workers beat every $SCALESWEEP_HEARTBEAT_S (default 5 s): a grace period not longer
+        # than that would fail healthy attempts.
+        heartbeat = heartbeat_interval or env_int(ENV_HEARTBEAT, Liveness.heartbeat_interval)
+        liveness = Liveness.checked(heartbeat, grace_period, Liveness.from_env().max_retry)
+    else:
+        liveness = Liveness.from_env(heartbeat_interval=heartbeat_interval)
     url = database_url(ctx)
     db.connect(url).dispose()
-    liveness = trials.Liveness.from_env(grace_period=grace_period)
-    storage = trials.open_storage(url, liveness)
+    storage = optuna_adapter.open_storage(url)
     try:
-        entries = trials.load_studies(storage.engine, studies)
+        entries = claims.load_studies(storage.engine, studies)
         if not entries:
             raise UserError(f"no study matches {studies!r}" if studies else "no study yet: run `coordinator create-studies`")
-        reaped = trials.reap(storage, entries)
+        reaped = reaper.reap(storage.engine, storage, entries, liveness)
     finally:
         storage.engine.dispose()
-    typer.echo(f"reaped {reaped} lost trial(s) in {len(entries)} studies (grace period {liveness.grace_period} s)")
+    typer.echo(f"reaped {reaped} attempt(s) in {len(entries)} studies (grace period {liveness.grace_period} s)")

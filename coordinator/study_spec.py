@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +63,14 @@ class PrunerSpec:
 
 
 @dataclass(frozen=True)
+class LimitsSpec:
+    """When a running attempt is failed although its worker is alive (and retried per policy)."""
+
+    stall_timeout_s: int = 1800  # no optimizer step for this long: stalled
+    time_limit_s: int = 86_400  # wall clock of one attempt
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     dataset: DatasetRef
@@ -77,6 +84,7 @@ class StudySpec:
     pruner: PrunerSpec
     target_trials: int
     code_version: str  # provenance: not part of the identity (sha256)
+    limits: LimitsSpec = LimitsSpec()  # specs stored before limits existed get the defaults
 
     @property
     def horizon(self) -> int:
@@ -100,12 +108,15 @@ class StudySpec:
             pruner=PrunerSpec(**d["pruner"]),
             target_trials=int(d["target_trials"]),
             code_version=d["code_version"],
+            limits=LimitsSpec(**d.get("limits", {})),
         )
 
     def identity(self) -> dict[str, Any]:
         """What makes two studies the same study: everything but provenance."""
         d = self.to_dict()
         del d["code_version"]
+        if self.limits == LimitsSpec():  # default limits leave the identity of older specs unchanged
+            del d["limits"]
         return d
 
     def sha256(self) -> str:
@@ -124,9 +135,8 @@ class StudySpec:
         if self.sampler.kind != "tpe":
             raise ValueError(f"unknown sampler kind {self.sampler.kind!r}")
         # constant_liar: running trials count as pessimistic results, so parallel workers spread out.
-        with warnings.catch_warnings():  # multivariate, group and constant_liar are "experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        # multivariate, group and constant_liar are marked experimental: Optuna warns once per process.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
     def make_pruner(self) -> Any:
         import optuna
@@ -144,14 +154,14 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def claim_seed(spec_seed: int, study: str, claim_index: int) -> int:
+def claim_seed(spec_seed: int, study: str, slot: int, attempt: int) -> int:
     """The sampler seed for one claim: deterministic, and different for every claim and study.
 
-    `claim_index` counts the study's trials that have left the WAITING state, read under the
-    study's claim lock, so no two claims (on any worker) share a seed and a rerun reproduces them.
-    The study name is mixed in so that studies created with the same seed explore independently.
+    A claim is one attempt at one slot of the study's target, so no two claims (on any worker)
+    share a seed and a rerun reproduces them. The study name is mixed in so that studies created
+    with the same seed explore independently.
     """
-    digest = hashlib.sha256(f"{spec_seed}:{study}:{claim_index}".encode()).digest()
+    digest = hashlib.sha256(f"{spec_seed}:{study}:{slot}:{attempt}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
 
 

@@ -1,49 +1,51 @@
--- trial_slots: every Optuna trial with its state and whether a FAIL was superseded by a retry.
---
--- Optuna's RetryHeartbeatStaleTrialCallback re-enqueues a failed trial as a new WAITING trial whose
--- system attribute `retry_history` lists every earlier attempt (a JSON array of trial numbers).
--- A FAIL trial named in any such list was retried: it does not use up a slot of the study's
--- target. A FAIL trial nobody retried (retries exhausted, or a trial that failed for good) does.
-CREATE VIEW trial_slots AS
-WITH retried AS (
-    SELECT DISTINCT t.study_id, attempt.number::int AS number
-    FROM trial_system_attributes a
-    JOIN trials t ON t.trial_id = a.trial_id
-    CROSS JOIN LATERAL jsonb_array_elements_text(a.value_json::jsonb) AS attempt(number)
-    WHERE a.key = 'retry_history'
+-- trial_results: one row per attempt of a `search` item (an Optuna trial), plus one row per waiting
+-- item (state WAITING, no trial number yet): everything a researcher filters or plots by.
+-- Provenance, architecture and parameter count come from the attempt (known from its claim on, so
+-- RUNNING trials show them); metrics and training values from trial_records once it has finished.
+-- `retried`: a FAIL attempt whose item was retried (it does not use up a slot; its retry does).
+CREATE VIEW trial_results AS
+WITH runs AS (
+    SELECT
+        i.study_name, i.item_id, i.slot, a.attempt_id, a.attempt, a.trial_number, a.trial_id, a.state, a.reason,
+        (a.state = 'FAIL' AND (i.attempts_made > a.attempt OR i.state = 'waiting')) AS retried,
+        prev.trial_number AS retry_of,
+        a.value, a.n_params AS claimed_n_params, a.architecture, a.worker, a.host, a.device, a.code_version, a.synthetic,
+        a.progress, a.claimed_at, a.heartbeat_at, a.finished_at, a.late_result
+    FROM attempts a
+    JOIN work_items i ON i.item_id = a.item_id
+    LEFT JOIN attempts prev ON prev.item_id = a.item_id AND prev.attempt = a.attempt - 1
+    WHERE i.kind = 'search'
+    UNION ALL
+    SELECT
+        i.study_name, i.item_id, i.slot, NULL, i.attempts_made + 1, NULL, NULL, 'WAITING', NULL,
+        false,
+        prev.trial_number,
+        NULL, NULL, NULL, NULL, NULL, NULL, NULL, false,
+        0, NULL, NULL, NULL, NULL
+    FROM work_items i
+    LEFT JOIN attempts prev ON prev.item_id = i.item_id AND prev.attempt = i.attempts_made
+    WHERE i.kind = 'search' AND i.state = 'waiting'
 )
 SELECT
-    t.trial_id,
-    t.study_id,
-    t.number AS trial_number,
-    t.state::text AS state,
-    (t.state = 'FAIL' AND r.number IS NOT NULL) AS retried,
-    t.datetime_start AS started_at,
-    t.datetime_complete AS completed_at
-FROM trials t
-LEFT JOIN retried r ON r.study_id = t.study_id AND r.number = t.number;
-
-
--- trial_results: one row per trial (RUNNING and WAITING included), everything a researcher filters
--- or plots by. Finished trials take their metrics, architecture and training values from
--- trial_records (typed columns the worker writes); timestamps and state come from Optuna.
-CREATE VIEW trial_results AS
-SELECT
-    s.study_name,
+    r.study_name,
     sp.budget,
     sp.budget_params,
     sp.horizon,
     sp.dataset_name,
     sp.dataset_version,
-    ts.trial_number,
-    ts.trial_id,
-    ts.state,
-    tr.reason,
-    ts.retried,
-    (rh.value_json::jsonb ->> -1)::int AS retry_of,  -- the attempt this trial re-runs
+    r.trial_number,
+    r.trial_id,
+    r.item_id,
+    r.slot,
+    r.attempt_id,
+    r.attempt,
+    r.state,
+    COALESCE(tr.reason, r.reason) AS reason,
+    r.retried,
+    r.retry_of,  -- the trial this one re-runs (same parameters)
     sp.objective AS objective_metric,
-    lower(d.direction::text) AS direction,
-    v.value AS objective,  -- the trial's value in Optuna (for PRUNED: its last reported value)
+    sp.direction,
+    r.value AS objective,
     tr.val_auc,
     tr.val_loss,
     tr.val_pr_auc,
@@ -56,12 +58,12 @@ SELECT
     tr.pred_std,
     tr.pred_min,
     tr.pred_max,
-    tr.n_params,
-    tr.n_params::float8 / NULLIF(sp.budget_params, 0) AS budget_ratio,
-    tr.d_model,
-    tr.n_layers,
-    tr.n_heads,
-    tr.d_ff,
+    COALESCE(tr.n_params, r.claimed_n_params) AS n_params,
+    COALESCE(tr.n_params, r.claimed_n_params)::float8 / NULLIF(sp.budget_params, 0) AS budget_ratio,
+    COALESCE(tr.d_model, (r.architecture ->> 'd_model')::int) AS d_model,
+    COALESCE(tr.n_layers, (r.architecture ->> 'n_layers')::int) AS n_layers,
+    COALESCE(tr.n_heads, (r.architecture ->> 'n_heads')::int) AS n_heads,
+    COALESCE(tr.d_ff, (r.architecture ->> 'd_ff')::int) AS d_ff,
     tr.learning_rate,
     tr.weight_decay,
     tr.dropout,
@@ -71,30 +73,20 @@ SELECT
     tr.grad_accum,
     tr.epochs_run,
     tr.best_epoch,
-    COALESCE(tr.duration_s, extract(epoch FROM ts.completed_at - ts.started_at)::float8) AS duration_s,
+    COALESCE(tr.duration_s, extract(epoch FROM r.finished_at - r.claimed_at)::float8) AS duration_s,
     tr.samples_per_s,
     tr.peak_memory_mb,
-    COALESCE(tr.worker, live.worker) AS worker,
-    COALESCE(tr.host, live.host) AS host,
-    COALESCE(tr.device, live.device) AS device,
-    COALESCE(tr.code_version, live.code_version) AS code_version,
-    ts.started_at,
-    ts.completed_at,
+    r.worker,
+    r.host,
+    COALESCE(tr.device, r.device) AS device,
+    r.code_version,
+    r.synthetic,
+    r.progress,
+    r.claimed_at AS started_at,
+    r.finished_at AS completed_at,
+    r.heartbeat_at,
+    r.late_result,
     tr.metrics
-FROM trial_slots ts
-JOIN studies s ON s.study_id = ts.study_id
-LEFT JOIN study_specs sp ON sp.study_id = ts.study_id
-LEFT JOIN study_directions d ON d.study_id = ts.study_id AND d.objective = 0
-LEFT JOIN trial_values v ON v.trial_id = ts.trial_id AND v.objective = 0
-LEFT JOIN trial_records tr ON tr.trial_id = ts.trial_id
-LEFT JOIN trial_system_attributes rh ON rh.trial_id = ts.trial_id AND rh.key = 'retry_history'
--- A trial without a record yet (RUNNING) says who runs it in the user attributes set at its claim.
-LEFT JOIN LATERAL (
-    SELECT
-        max(a.value_json::jsonb #>> '{}') FILTER (WHERE a.key = 'worker') AS worker,
-        max(a.value_json::jsonb #>> '{}') FILTER (WHERE a.key = 'host') AS host,
-        max(a.value_json::jsonb #>> '{}') FILTER (WHERE a.key = 'device') AS device,
-        max(a.value_json::jsonb #>> '{}') FILTER (WHERE a.key = 'code_version') AS code_version
-    FROM trial_user_attributes a
-    WHERE tr.trial_id IS NULL AND a.trial_id = ts.trial_id AND a.key IN ('worker', 'host', 'device', 'code_version')
-) live ON true;
+FROM runs r
+JOIN study_specs sp ON sp.study_name = r.study_name
+LEFT JOIN trial_records tr ON tr.trial_id = r.trial_id;

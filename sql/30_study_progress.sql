@@ -1,54 +1,50 @@
--- study_progress: one row per study. A study's target counts final outcomes only:
---   finished = complete + pruned + failed, where `failed` excludes FAIL trials that were retried
---   (those are counted in `retried`, and their retry is a WAITING/RUNNING/finished trial of its own).
+-- study_progress: one row per study, from the slot rule (work_counts, kind 'search'):
+--   target_trials = slots (the spec's target, plus extensions, minus cancelled slots);
+--   finished = complete + pruned + failed, where failed counts FAIL outcomes that were not retried
+--   (`retried` counts FAIL attempts whose item went back to waiting).
 -- eta_s is rough: the trials still to finish times the mean trial duration, spread over the trials
 -- running now (NULL while nothing runs).
 CREATE VIEW study_progress AS
-WITH counts AS (
+WITH attempt_stats AS (
     SELECT
-        ts.study_id,
-        count(*) FILTER (WHERE ts.state = 'COMPLETE') AS complete,
-        count(*) FILTER (WHERE ts.state = 'PRUNED') AS pruned,
-        count(*) FILTER (WHERE ts.state = 'FAIL' AND NOT ts.retried) AS failed,
-        count(*) FILTER (WHERE ts.retried) AS retried,
-        count(*) FILTER (WHERE ts.state = 'RUNNING') AS running,
-        count(*) FILTER (WHERE ts.state = 'WAITING') AS waiting,
-        max(v.value) FILTER (WHERE ts.state = 'COMPLETE') AS max_objective,
-        min(v.value) FILTER (WHERE ts.state = 'COMPLETE') AS min_objective,
-        avg(extract(epoch FROM ts.completed_at - ts.started_at)::float8)
-            FILTER (WHERE ts.state IN ('COMPLETE', 'PRUNED')) AS mean_duration_s,
-        min(ts.started_at) AS first_started_at,
-        max(ts.completed_at) AS last_completed_at
-    FROM trial_slots ts
-    LEFT JOIN trial_values v ON v.trial_id = ts.trial_id AND v.objective = 0
-    GROUP BY ts.study_id
+        i.study_name,
+        count(*) FILTER (WHERE a.state = 'FAIL' AND (i.attempts_made > a.attempt OR i.state = 'waiting')) AS retried,
+        max(a.value) FILTER (WHERE a.state = 'COMPLETE') AS max_objective,
+        min(a.value) FILTER (WHERE a.state = 'COMPLETE') AS min_objective,
+        avg(extract(epoch FROM a.finished_at - a.claimed_at)::float8) FILTER (WHERE a.state IN ('COMPLETE', 'PRUNED')) AS mean_duration_s,
+        min(a.claimed_at) AS first_started_at,
+        max(a.finished_at) AS last_completed_at
+    FROM attempts a
+    JOIN work_items i ON i.item_id = a.item_id
+    WHERE i.kind = 'search'
+    GROUP BY i.study_name
 ),
 progress AS (
     SELECT
-        s.study_name,
+        sp.study_name,
         sp.budget,
         sp.budget_params,
         sp.horizon,
         sp.dataset_name,
         sp.dataset_version,
         sp.objective AS objective_metric,
-        lower(d.direction::text) AS direction,
-        sp.target_trials,
+        sp.direction,
+        COALESCE(c.slots, 0) AS target_trials,
         COALESCE(c.complete, 0) AS complete,
         COALESCE(c.pruned, 0) AS pruned,
         COALESCE(c.failed, 0) AS failed,
-        COALESCE(c.retried, 0) AS retried,
+        COALESCE(s.retried, 0) AS retried,
         COALESCE(c.running, 0) AS running,
         COALESCE(c.waiting, 0) AS waiting,
-        COALESCE(c.complete + c.pruned + c.failed, 0) AS finished,
-        CASE WHEN d.direction = 'MINIMIZE' THEN c.min_objective ELSE c.max_objective END AS best_objective,
-        c.mean_duration_s,
-        c.first_started_at,
-        c.last_completed_at
-    FROM studies s
-    LEFT JOIN study_specs sp ON sp.study_id = s.study_id
-    LEFT JOIN study_directions d ON d.study_id = s.study_id AND d.objective = 0
-    LEFT JOIN counts c ON c.study_id = s.study_id
+        COALESCE(c.cancelled, 0) AS cancelled,
+        COALESCE(c.finished, 0) AS finished,
+        CASE WHEN sp.direction = 'minimize' THEN s.min_objective ELSE s.max_objective END AS best_objective,
+        s.mean_duration_s,
+        s.first_started_at,
+        s.last_completed_at
+    FROM study_specs sp
+    LEFT JOIN work_counts c ON c.study_name = sp.study_name AND c.kind = 'search'
+    LEFT JOIN attempt_stats s ON s.study_name = sp.study_name
 )
 SELECT
     p.*,

@@ -2,10 +2,10 @@
 -- RUNNING trials are visible too). best_epoch is the trial's reported epoch once it has finished.
 CREATE VIEW learning_curves AS
 SELECT
-    s.study_name,
-    t.number AS trial_number,
+    i.study_name,
+    a.trial_number,
     e.trial_id,
-    t.state::text AS state,
+    a.state,
     e.epoch,
     e.train_loss,
     e.val_loss,
@@ -15,6 +15,6 @@ SELECT
     tr.best_epoch,
     e.recorded_at
 FROM trial_epochs e
-JOIN trials t ON t.trial_id = e.trial_id
-JOIN studies s ON s.study_id = t.study_id
+JOIN attempts a ON a.trial_id = e.trial_id
+JOIN work_items i ON i.item_id = a.item_id
 LEFT JOIN trial_records tr ON tr.trial_id = e.trial_id;

@@ -26,27 +26,29 @@ def run(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int, 
 
 @pytest.fixture
 def populated(engine: sa.Engine, initialised_db: str) -> tuple[str, dict]:
-    best, lowest, empty = populate(engine, initialised_db)
-    return initialised_db, {"best": best, "lowest": lowest, "empty": empty}
+    p = populate(engine, initialised_db)
+    return initialised_db, {"best": p.best, "lowest": p.lowest, "empty": p.empty}
 
 
 def test_status_shows_every_study(capsys: pytest.CaptureFixture[str], populated: tuple[str, dict]) -> None:
     url, studies = populated
+    capsys.readouterr()  # create-studies' plan tables
     code, out, err = run(capsys, url, "status")
     assert code == 0, err
     for study in studies.values():
         assert study.study_name in out
-    total_target = 10 + 3 + 4
+    total_target = 10 + 4 + 1  # the third study's 3 waiting slots were cancelled
     assert "3 studies: " in out and f"of {total_target} trials finished" in out
     line = next(l for l in out.splitlines() if studies["lowest"].study_name in l)
-    assert "done" in line  # 4 finished trials for a target of 3
+    assert "done" in line  # 4 finished trials for a target of 4
 
-    code, out, _ = run(capsys, url, "status", "--studies", "*-2M-*")
+    code, out, _ = run(capsys, url, "status", "--studies", "*-100K-h1")
     assert code == 0 and studies["best"].study_name in out and studies["lowest"].study_name not in out
 
 
 def test_leaderboard_formats_agree(capsys: pytest.CaptureFixture[str], populated: tuple[str, dict]) -> None:
     url, studies = populated
+    capsys.readouterr()  # create-studies' plan tables
     code, out, err = run(capsys, url, "leaderboard", "--format", "csv")
     assert code == 0, err
     from_csv = {r["study_name"]: r for r in csv.DictReader(io.StringIO(out))}
@@ -57,7 +59,7 @@ def test_leaderboard_formats_agree(capsys: pytest.CaptureFixture[str], populated
     for name, trial in expected.items():
         assert int(from_csv[name]["trial_number"]) == from_json[name]["trial_number"] == trial.number
         assert float(from_csv[name]["objective"]) == from_json[name]["objective"] == trial.value
-    assert from_json[studies["best"].study_name]["n_params"] == 1_900_000 + studies["best"].best_trial.number
+    assert from_json[studies["best"].study_name]["n_params"] > 0
 
     code, out, _ = run(capsys, url, "leaderboard")
     assert code == 0 and all(name in out for name in expected)
@@ -96,9 +98,10 @@ def test_report_writes_html_and_png(capsys: pytest.CaptureFixture[str], populate
             "INSERT INTO baselines (dataset_name, dataset_version, horizon, model, dataset_sha256, n_train, n_val, n_test,"
             " val_auc, val_pr_auc, val_loss, val_brier, val_accuracy, val_precision, val_recall, val_positive_rate,"
             " pred_mean, pred_std, pred_min, pred_max, test_auc, test_loss, metrics)"
-            " VALUES ('spy-a25', 1, 3, 'logistic_regression', 'x', 1, 1, 1, 0.5812, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '{}')"
+            " VALUES ('syn-a25', 1, 1, 'logistic_regression', 'x', 1, 1, 1, 0.5812, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '{}')"
         ))
     out_dir = tmp_path / "report"
+    capsys.readouterr()  # create-studies' plan tables
     code, out, err = run(capsys, url, "report", "--out", str(out_dir))
     assert code == 0, err
     assert out.strip() == f"report: {out_dir / 'index.html'}"

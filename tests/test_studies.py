@@ -41,14 +41,16 @@ def test_default_matrix_has_12_studies_with_right_specs(engine: sa.Engine, initi
         assert row["spec_sha256"] == spec.sha256() and row["code_version"] == spec.code_version == code_version()
         # The same spec is visible to optuna-dashboard, and the study id links the two.
         study = optuna.load_study(study_name=spec.name, storage=storage)
-        assert study._study_id == row["study_id"]
+        assert scalar(engine, "SELECT study_id FROM studies WHERE study_name = :n", n=spec.name) == row["study_id"]
         assert study.user_attrs["spec"] == spec.to_dict()
         assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-        # The extreme architectures are queued first, inside the budget, never more than the target.
-        waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-        assert 1 <= len(waiting) <= spec.target_trials
-        for trial in waiting:
-            fixed = trial.system_attrs["fixed_params"]
+        # One ledger item per target slot; the extreme architectures first, inside the budget.
+        items = rows(engine, "SELECT slot, state, payload FROM work_items WHERE study_name = :n AND kind = 'search' ORDER BY slot", n=spec.name)
+        assert [i["slot"] for i in items] == list(range(1, spec.target_trials + 1)) and {i["state"] for i in items} == {"waiting"}
+        fixed_items = [i["payload"]["params"] for i in items if "params" in i["payload"]]
+        assert 1 <= len(fixed_items) <= spec.target_trials and all("params" in i["payload"] for i in items[: len(fixed_items)])
+        assert study.get_trials() == []  # Optuna only samples: trials appear when claimed
+        for fixed in fixed_items:
             d = fixed["d_model"]
             ratio = fixed[ffn_ratio_param(d)]
             arch = space.architecture(d, fixed[n_layers_param(d, ratio)], fixed[n_heads_param(d)], ratio)
@@ -103,8 +105,9 @@ def test_spec_identity_ignores_code_version_only() -> None:
     other = dataclasses.replace(spec, label=dataclasses.replace(spec.label, horizon=3))
     assert other.sha256() != spec.sha256() and other.differences(spec) == ["label"]
     # Every claim of a study gets its own reproducible sampler seed.
-    seeds = [claim_seed(1, name, i) for name in ("a-h1", "a-h5") for i in range(500)]
-    assert len(set(seeds)) == 1000 and seeds == [claim_seed(1, name, i) for name in ("a-h1", "a-h5") for i in range(500)]
+    seeds = [claim_seed(1, name, slot, attempt) for name in ("a-h1", "a-h5") for slot in range(250) for attempt in (1, 2)]
+    assert len(set(seeds)) == 1000
+    assert seeds == [claim_seed(1, name, slot, attempt) for name in ("a-h1", "a-h5") for slot in range(250) for attempt in (1, 2)]
 
 
 def test_gates_fire_before_anything_is_written(engine: sa.Engine, initialised_db: str, capsys: pytest.CaptureFixture[str]) -> None:

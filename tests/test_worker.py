@@ -17,7 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from coordinator.search_space import SearchSpace
-from coordinator.trials import DatabaseUnavailable, Liveness, with_reconnect
+from coordinator.lifecycle.reconnect import DatabaseUnavailable, with_reconnect
+from coordinator.lifecycle.settings import Liveness
 from tests.service_helpers import CALM, FAST, create, make_dataset, rows, scalar, start_worker, state_counts, wait_for
 from worker import leases
 
@@ -40,13 +41,17 @@ def assert_targets_met_exactly(engine: sa.Engine) -> None:
     for p in progress:
         assert p["finished"] == p["target_trials"], p
         assert p["running"] == 0 and p["waiting"] == 0, p
-    # Every finished trial has exactly one record, in Optuna's state.
+    # Every attempt has exactly one record, and the ledger, the record and Optuna agree on its state.
     mismatched = rows(
         engine,
-        "SELECT t.trial_id, t.state::text AS optuna, r.state AS record FROM trials t "
-        "LEFT JOIN trial_records r ON r.trial_id = t.trial_id WHERE r.state IS DISTINCT FROM t.state::text",
+        "SELECT a.attempt_id, a.state AS ledger, t.state::text AS optuna, r.state AS record FROM attempts a "
+        "JOIN trials t ON t.trial_id = a.trial_id LEFT JOIN trial_records r ON r.trial_id = a.trial_id "
+        "WHERE r.state IS DISTINCT FROM a.state OR t.state::text <> a.state",
     )
     assert mismatched == []
+    # An Optuna trial with no attempt was asked by a claim that died before its COMMIT: closed as FAIL.
+    orphans = rows(engine, "SELECT t.state::text AS state FROM trials t WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.trial_id = t.trial_id)")
+    assert {o["state"] for o in orphans} <= {"FAIL"}
 
 
 def test_three_workers_finish_a_matrix_exactly(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
@@ -67,12 +72,11 @@ def test_three_workers_finish_a_matrix_exactly(engine: sa.Engine, initialised_db
         assert r["worker"] in {"w0", "w1", "w2"} and r["host"] and r["device"] == "synthetic" and r["code_version"]
     assert {r["worker"] for r in records} == {"w0", "w1", "w2"}  # the work was shared
     assert scalar(engine, "SELECT count(*) FROM trial_epochs") == 16
-    # Every claim had its own sampler seed, recorded on the trial.
-    seeds = rows(engine, "SELECT s.study_name, a.value_json FROM trial_user_attributes a JOIN trials t USING (trial_id) "
-                         "JOIN studies s ON s.study_id = t.study_id WHERE a.key = 'sampler_seed'")
+    # Every claim had its own sampler seed, recorded on its attempt.
+    seeds = rows(engine, "SELECT i.study_name, a.sampler_seed FROM attempts a JOIN work_items i USING (item_id)")
     per_study: dict[str, set] = {}
     for s in seeds:
-        per_study.setdefault(s["study_name"], set()).add(s["value_json"])
+        per_study.setdefault(s["study_name"], set()).add(s["sampler_seed"])
     assert all(len(v) == 4 for v in per_study.values()) and len(per_study) == 4
     # Optuna's API tells the same story as the views.
     storage = optuna.storages.RDBStorage(initialised_db)
@@ -107,12 +111,10 @@ def test_racing_workers_never_overshoot_the_target(engine: sa.Engine, initialise
 
 
 def running_trial(engine: sa.Engine) -> dict | None:
-    """The RUNNING trial, once it is under way (provenance attributes and sampled params written)."""
+    """The RUNNING attempt (claimed: provenance and sampled params written in the claim's transaction)."""
     found = rows(
         engine,
-        "SELECT t.trial_id, t.number FROM trials t WHERE t.state = 'RUNNING' "
-        "AND EXISTS (SELECT 1 FROM trial_user_attributes a WHERE a.trial_id = t.trial_id AND a.key = 'sampler_seed') "
-        "AND (SELECT count(*) FROM trial_params p WHERE p.trial_id = t.trial_id) >= 9",
+        "SELECT a.trial_id, a.trial_number AS number, a.item_id, a.attempt_id, a.params FROM attempts a WHERE a.state = 'RUNNING'",
     )
     return found[0] if found else None
 
@@ -136,14 +138,14 @@ def test_sigkilled_worker_trial_is_failed_after_grace_and_rerun(engine: sa.Engin
     failed = rows(engine, "SELECT * FROM trial_records WHERE state = 'FAIL'")
     assert [(f["trial_id"], f["worker"]) for f in failed] == [(lost["trial_id"], "victim")]
     assert failed[0]["reason"].startswith("lost: no heartbeat for over 3 s")
+    # The lost attempt's item was retried once, by the survivor, with the same parameters.
+    attempts = rows(engine, "SELECT attempt, state, worker, trial_number, params FROM attempts WHERE item_id = :i ORDER BY attempt", i=lost["item_id"])
+    assert [(a["attempt"], a["state"], a["worker"]) for a in attempts] == [(1, "FAIL", "victim"), (2, "COMPLETE", "survivor")]
+    assert attempts[1]["params"] == attempts[0]["params"] == lost["params"]
     storage = optuna.storages.RDBStorage(initialised_db)
     study = optuna.load_study(study_name="syn-a25-thr1pct-100K-h1", storage=storage)
-    trials = study.get_trials()
-    retry = [t for t in trials if t.system_attrs.get("failed_trial") == lost["number"]]
-    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
-    original = next(t for t in trials if t.number == lost["number"])
-    assert retry[0].params == original.params  # the same point, re-run
-    assert retry[0].user_attrs["worker"] == "survivor"
+    retry = study.trials[attempts[1]["trial_number"]]
+    assert retry.params == lost["params"] and retry.state == optuna.trial.TrialState.COMPLETE  # Optuna agrees
 
 
 def test_sigterm_exits_0_and_leaves_nothing_running(engine: sa.Engine, initialised_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,15 +162,10 @@ def test_sigterm_exits_0_and_leaves_nothing_running(engine: sa.Engine, initialis
     assert running_trial(engine) is None
     record = rows(engine, "SELECT state, reason, worker FROM trial_records WHERE trial_id = :id", id=stopped["trial_id"])
     assert record == [{"state": "FAIL", "reason": "worker stopped", "worker": "stopped"}]
-    retries = rows(
-        engine,
-        "SELECT t.state::text AS state FROM trials t JOIN trial_system_attributes a ON a.trial_id = t.trial_id "
-        "WHERE a.key = 'failed_trial' AND a.value_json = :n",
-        n=str(stopped["number"]),
-    )
-    assert retries == [{"state": "WAITING"}]  # queued for the next worker, same params
-    code, out, _ = run_cli(capsys, "--database-url", initialised_db, "reap", "--grace-period", "3")
-    assert code == 0 and out.startswith("reaped 0 lost trial(s) in 1 studies")
+    item = rows(engine, "SELECT state, payload FROM work_items WHERE item_id = :i", i=stopped["item_id"])
+    assert item == [{"state": "waiting", "payload": {"params": stopped["params"]}}]  # queued for the next worker, same params
+    code, out, _ = run_cli(capsys, "--database-url", initialised_db, "reap", "--grace-period", "3", "--heartbeat-interval", "1")
+    assert code == 0 and out.startswith("reaped 0 attempt(s) in 1 studies")
 
 
 def test_workers_survive_terminated_connections(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
@@ -221,11 +218,13 @@ def test_dataset_hash_mismatch_is_refused(engine: sa.Engine, initialised_db: str
     with engine.begin() as conn:  # as if the study had been created on other data under the same version
         conn.execute(sa.text("UPDATE study_specs SET spec = jsonb_set(spec, '{dataset,sha256}', '\"0000\"')"))
     worker = start_worker(initialised_db, "--device", "cpu", "--max-trials", "1", *CALM, log_dir=tmp_path)
-    assert finish([worker]) == [0]
-    record = rows(engine, "SELECT state, reason FROM trial_records")
-    assert len(record) == 1 and record[0]["state"] == "FAIL"
-    assert "but the study was created on 0000" in record[0]["reason"]
-    assert scalar(engine, "SELECT count(*) FROM trial_epochs") == 0  # nothing trained
+    assert finish([worker]) == [2]  # nothing else is runnable: non-zero
+    log = next(tmp_path.glob("worker-*.log")).read_text()
+    assert "study syn-a25-thr1pct-100K-h1 refused: dataset syn-a25:1 has sha256" in log and "but the study was created on 0000" in log
+    assert "error: no runnable study" in log and "Traceback" not in log
+    assert scalar(engine, "SELECT count(*) FROM attempts") == 0  # no trial consumed
+    assert scalar(engine, "SELECT count(*) FROM trials") == 0
+    assert scalar(engine, "SELECT count(*) FROM work_items WHERE state = 'waiting'") == 2
 
 
 def fake_gpus(n: int) -> list[leases.Gpu]:
@@ -273,30 +272,32 @@ def test_worker_errors_are_one_line(initialised_db: str, tmp_path: Path) -> None
 
 
 def test_claims_go_to_the_study_furthest_behind_and_stop_at_the_target(engine: sa.Engine, initialised_db: str) -> None:
-    from coordinator import trials as lifecycle
+    from coordinator.lifecycle import claims, optuna_adapter, outcomes
 
     make_dataset(initialised_db)
     create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1, 5), trials=3)
-    storage = lifecycle.open_storage(initialised_db, Liveness(1, 3, 2))
+    storage = optuna_adapter.open_storage(initialised_db)
+    who = claims.Who("test", "host", "cpu", "v")
     try:
-        entries = lifecycle.load_studies(storage.engine)
+        entries = claims.load_studies(storage.engine)
         h1, h5 = entries
-        attrs = {"worker": "test"}
-        first = lifecycle.claim_in(storage, h1, attrs)
-        assert first is not None
-        chosen = [lifecycle.claim_next(storage, entries, attrs) for _ in range(5)]
+        first = claims.claim_next(storage.engine, storage, [h1], who)
+        assert isinstance(first, claims.ClaimedItem)
+        chosen = [claims.claim_next(storage.engine, storage, entries, who) for _ in range(5)]
         # h5 is behind (0 of 3 vs 1 of 3), then they alternate; ties go by name.
-        assert [c.entry.name if c else None for c in chosen] == [h5.name, h1.name, h5.name, h1.name, h5.name]
-        assert lifecycle.claim_next(storage, entries, attrs) is None  # 3 + 3 claimed: no slot left
+        assert [c.study.name if isinstance(c, claims.ClaimedItem) else c for c in chosen] == [h5.name, h1.name, h5.name, h1.name, h5.name]
+        assert claims.claim_next(storage.engine, storage, entries, who) is None  # 3 + 3 claimed: no slot left
         with storage.engine.connect() as conn:
-            progress = lifecycle.read_progress(conn, entries)
-        assert [(p.running, p.slots, p.done) for p in progress.values()] == [(3, 3, False), (3, 3, False)]
+            progress = claims.read_progress(conn, [h1.name, h5.name])
+        assert [(p.running, p.target, p.waiting, p.done) for p in progress.values()] == [(3, 3, 0, False), (3, 3, 0, False)]
         for claim in [first, *chosen]:
-            assert claim is not None
-            claim.study.tell(claim.trial, 0.5)
+            assert isinstance(claim, claims.ClaimedItem)
+            finished, row = outcomes.finish(storage.engine, claim.attempt_id, "COMPLETE", value=0.5)
+            assert finished.counted and row is not None
+            outcomes.tell_optuna(storage, claim.optuna_study, row, "COMPLETE", 0.5)
         with storage.engine.connect() as conn:
-            assert all(p.done and p.finished == 3 for p in lifecycle.read_progress(conn, entries).values())
-        seeds = {c.sampler_seed for c in [first, *chosen] if c}
+            assert all(p.done and p.finished == 3 for p in claims.read_progress(conn, [h1.name, h5.name]).values())
+        seeds = {c.sampler_seed for c in [first, *chosen] if isinstance(c, claims.ClaimedItem)}
         assert len(seeds) == 6  # every claim of every study samples with its own seed
     finally:
         storage.engine.dispose()

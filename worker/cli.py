@@ -13,7 +13,7 @@ import typer
 
 from coordinator import db
 from coordinator.cli import run_app
-from coordinator.trials import Liveness
+from coordinator.lifecycle.settings import Liveness
 
 app = typer.Typer(name="worker", pretty_exceptions_enable=False, add_completion=False)
 
@@ -26,6 +26,7 @@ def work(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto (a leased GPU when one is visible).")] = "auto",
     worker_id: Annotated[Optional[str], typer.Option("--worker-id", help="Name stored on every trial; default HOST-PID.")] = None,
     synthetic: Annotated[Optional[float], typer.Option("--synthetic", min=0.0, help="Sleep this many seconds instead of training (tests, benchmarks).")] = None,
+    synthetic_stall: Annotated[bool, typer.Option("--synthetic-stall", hidden=True, help="Synthetic trials never advance their step counter (tests the stall detector).")] = False,
     heartbeat_interval: Annotated[Optional[int], typer.Option("--heartbeat-interval", min=1, help="Seconds between heartbeats; default $SCALESWEEP_HEARTBEAT_S or 5.")] = None,
     grace_period: Annotated[Optional[int], typer.Option("--grace-period", min=2, help="Seconds without heartbeat before a trial is failed and retried; default $SCALESWEEP_GRACE_S or 60.")] = None,
     max_retry: Annotated[Optional[int], typer.Option("--max-retry", min=0, help="Retries of a lost trial; default $SCALESWEEP_MAX_RETRY or 2.")] = None,
@@ -44,6 +45,7 @@ def work(
         device=device,
         worker_id=name,
         synthetic=synthetic,
+        synthetic_stall=synthetic_stall,
         liveness=Liveness.from_env(heartbeat_interval, grace_period, max_retry),
         gpu_share=leases.gpu_share(gpu_share),
     )

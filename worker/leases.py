@@ -24,27 +24,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from coordinator.errors import UserError
-from coordinator.schema import metadata
+from coordinator.lifecycle.ledger import device_leases
 
 ENV_GPU_SHARE = "SCALESWEEP_GPU_SHARE"
 # "scheduler": a batch system (Slurm's --gres) chose this process's GPUs and set CUDA_VISIBLE_DEVICES;
 # the worker then uses them as given and only records them (see `scheduler_gpus`, `record`).
 ENV_GPU_BINDING = "SCALESWEEP_GPU_BINDING"
 RECORD_SLOTS = 1024  # a recorded binding never waits: some slot is always free
-LEASE_LOCK_NAMESPACE = 0x5CA2  # advisory lock key serialising lease changes (see coordinator.trials)
+LEASE_LOCK_NAMESPACE = 0x5CA2  # advisory lock key serialising lease changes
 
-device_leases = sa.Table(
-    "device_leases",
-    metadata,
-    sa.Column("device", sa.Text, primary_key=True),  # GPU UUID, or '<host>:<index>' when none is known
-    sa.Column("slot", sa.Integer, primary_key=True),  # 0 .. share-1: how many workers may share the device
-    sa.Column("worker", sa.Text, nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("device_index", sa.Integer, nullable=False),  # index on its host (nvidia-smi order)
-    sa.Column("device_name", sa.Text),
-    sa.Column("leased_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-)
+# The table is declared with the ledger's (coordinator/lifecycle/ledger.py): the control plane owns the schema.
 
 
 @dataclass(frozen=True)

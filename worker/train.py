@@ -145,6 +145,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     micro_batch: int | None = None,
     compile: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrialResult:
     """Run one trial; see the module doc. `micro_batch` defaults to the whole batch."""
     return train_model(
@@ -156,6 +157,7 @@ def train(
         should_stop=should_stop,
         micro_batch=micro_batch,
         compile=compile,
+        on_step=on_step,
     )[0]
 
 
@@ -169,6 +171,7 @@ def train_model(
     should_stop: Callable[[], bool] | None = None,
     micro_batch: int | None = None,
     compile: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[TrialResult, PatchTST]:
     """`train`, also returning the model as it is after the last epoch (for tests and benchmarks)."""
     if objective not in OBJECTIVES:
@@ -271,6 +274,8 @@ def train_model(
                 raise TrialFailed(f"out of memory for the optimizer state on {device_name(dev)}") from None
             loss_sum += batch_loss * len(batch)
             step += 1
+            if on_step is not None:
+                on_step(step)  # optimizer steps so far in this trial (the worker's liveness counter)
             if step % NAN_CHECK_EVERY == 0:
                 check_finite(loss_sum, epoch, step)
         check_finite(loss_sum, epoch, step)
