@@ -1,0 +1,78 @@
+"""Workers through PgBouncer in transaction pooling mode (Debian's pgbouncer), on a private server.
+
+In transaction mode consecutive transactions of one client may run on different server connections,
+so nothing of a session may be relied on: no session-level SET or advisory lock, no prepared
+statement kept across transactions. The fleet below shares fewer server connections than it has
+workers; any such reliance shows up as failed trials, errors in the logs, or non-zero exits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from coordinator import db
+from tests.private_postgres import Server, private_pgbouncer, private_postgres, why_unavailable
+from tests.service_helpers import CALM, create, make_dataset, start_worker
+
+pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=f"no private PostgreSQL: {why_unavailable()}")
+
+POOL_SIZE = 4
+WORKERS = 5
+BAD_LOG_WORDS = ("ERROR", "Traceback", "connection lost", "prepared statement")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with private_postgres() as s:
+        yield s
+
+
+def server_connections(admin: sa.Engine, database: str) -> int:
+    with admin.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"), {"d": database}).scalar() or 0)
+
+
+def test_worker_fleet_through_transaction_pooling(server: Server, tmp_path: Path) -> None:
+    with db.scratch_database(server.url(), "bouncer") as direct_url:
+        database = str(sa.engine.make_url(direct_url).database)
+        db.init_db(direct_url)
+        create(direct_url, dataset=make_dataset(direct_url), preset="smoke", budgets=("100K",), horizons=(1, 5), trials=8)
+        with private_pgbouncer(server, pool_size=POOL_SIZE) as port:
+            pooled_url = server.url(database=database, port=port)
+            admin = sa.create_engine(server.url(), poolclass=sa.pool.NullPool)
+            most = 0
+            done = threading.Event()
+
+            def sample() -> None:
+                nonlocal most
+                while not done.wait(0.2):
+                    most = max(most, server_connections(admin, database))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            workers = [start_worker(pooled_url, "--synthetic", "0.2", "--device", "cpu", *CALM, log_dir=tmp_path) for _ in range(WORKERS)]
+            codes = [w.wait(timeout=240) for w in workers]
+            done.set()
+            sampler.join()
+            admin.dispose()
+        logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("worker-*.log")))
+        assert codes == [0] * WORKERS, logs[-3000:]
+        bad = [line for line in logs.splitlines() if any(word in line for word in BAD_LOG_WORDS)]
+        assert not bad, "\n".join(bad[:20])
+        assert 0 < most <= POOL_SIZE, f"{most} server connections for {WORKERS} workers through a pool of {POOL_SIZE}"
+        engine = db.make_engine(direct_url)
+        try:
+            with engine.connect() as conn:
+                progress = conn.execute(sa.text("SELECT study_name, finished, target_trials FROM study_progress")).all()
+                states = dict(conn.execute(sa.text("SELECT state, count(*) FROM trial_results GROUP BY state")).all())
+                workers_seen = conn.execute(sa.text("SELECT count(DISTINCT worker) FROM trial_results")).scalar()
+        finally:
+            engine.dispose()
+        assert all(row.finished == row.target_trials for row in progress), progress
+        assert states == {"COMPLETE": 16}, states
+        assert workers_seen >= 2, "the trials were shared out"
