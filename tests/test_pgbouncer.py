@@ -8,7 +8,13 @@ workers; any such reliance shows up as failed trials, errors in the logs, or non
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +22,11 @@ import pytest
 import sqlalchemy as sa
 
 from coordinator import db
-from tests.private_postgres import Server, private_pgbouncer, private_postgres, why_unavailable
+from coordinator.errors import UserError
+from tests.private_postgres import Server, free_port, own, private_pgbouncer, private_postgres, why_unavailable
 from tests.service_helpers import CALM, create, make_dataset, start_worker
+
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=f"no private PostgreSQL: {why_unavailable()}")
 
@@ -76,3 +85,48 @@ def test_worker_fleet_through_transaction_pooling(server: Server, tmp_path: Path
         assert all(row.finished == row.target_trials for row in progress), progress
         assert states == {"COMPLETE": 16}, states
         assert workers_seen >= 2, "the trials were shared out"
+
+
+
+def test_compose_pgbouncer_entrypoint_serves_the_database(server: Server) -> None:
+    """docker/pgbouncer/entrypoint.sh (the compose service's) run for real: scram from the client,
+    transaction pooling, the server's password only from the environment."""
+    if shutil.which("pgbouncer") is None:
+        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    folder = Path(tempfile.mkdtemp(prefix="scalesweep_entrypoint_"))  # readable by the server user, unlike tmp_path
+    try:
+        folder.chmod(0o755)
+        own(folder)
+        script = folder / "entrypoint.sh"
+        shutil.copy(REPO / "docker" / "pgbouncer" / "entrypoint.sh", script)
+        port = free_port()
+        env = {"PATH": os.environ["PATH"], "PGBOUNCER_CONF_DIR": str(folder), "DB_HOST": "127.0.0.1", "DB_PORT": str(server.port),
+               "POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": server.password, "PGBOUNCER_LISTEN": "127.0.0.1",
+               "PGBOUNCER_PORT": str(port), "PGBOUNCER_POOL_SIZE": "2"}
+        as_root = os.geteuid() == 0  # PgBouncer refuses root: run the script as the container does, unprivileged
+        proc = subprocess.Popen(["sh", str(script)], env=env, user="postgres" if as_root else None, group="postgres" if as_root else None,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+                    time.sleep(0.1)
+            engine = db.connect(server.url(port=port))
+            try:
+                with engine.connect() as conn:
+                    assert conn.execute(sa.text("SELECT current_user")).scalar() == "postgres"
+            finally:
+                engine.dispose()
+            with pytest.raises(UserError, match="authentication failed"):
+                db.connect(server.url(port=port).replace(server.password, "wrong"))
+            assert "pool_mode = transaction" in (folder / "pgbouncer.ini").read_text()
+            assert (folder / "userlist.txt").stat().st_mode & 0o077 == 0, "the password file is private"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
