@@ -89,3 +89,17 @@ def test_a_worker_runs_trials_over_verify_full(server: Server, tmp_path: Path, m
         finally:
             engine.dispose()
         assert dict(states) == {"COMPLETE": 2}
+
+
+def test_remote_workers_compose_override_requires_tls_and_a_password() -> None:
+    """docker/compose.remote-workers.yml: workers on another host reach the database only with
+    verify-full against a mounted CA, the password from .env, no default for any secret."""
+    from tests.test_compose import load
+
+    path = Path(__file__).resolve().parent.parent / "docker" / "compose.remote-workers.yml"
+    worker = load(path)["services"]["worker"]
+    url = worker["environment"]["HPO_DATABASE_URL"]
+    assert "sslmode=verify-full" in url and "sslrootcert=/run/scalesweep/db-ca.crt" in url
+    assert "${POSTGRES_PASSWORD:?" in url and "${REMOTE_DB_HOST:?" in url, "required, never defaulted"
+    assert worker["volumes"] == ["${DB_CA_FILE:?set DB_CA_FILE in .env}:/run/scalesweep/db-ca.crt:ro"]
+    assert "trust" not in path.read_text()
