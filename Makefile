@@ -38,7 +38,9 @@ e2e-compose: venv
 
 # Workers as a Slurm job array for real on this machine: slurm-wlm + munge installed when missing,
 # single-node slurmctld/slurmd, a private TLS + password PostgreSQL, 3 workers (one scancelled, one
-# requeued mid-trial), checks through the SQL views. Needs root; minutes (E2E_SLURM_ARGS=--synthetic 20: fewer).
+# requeued mid-trial), checks through the SQL views. Needs root; ~3 min. Trials sleep 20 s (same claim,
+# heartbeat, SIGTERM and record path); `make e2e-slurm E2E_SLURM_ARGS=` trains for real (slow on 2 cores).
+E2E_SLURM_ARGS ?= --synthetic 20
 .PHONY: e2e-slurm
 e2e-slurm: venv
 	SHARED_DATA=$(SHARED_DATA) scripts/e2e_slurm.sh $(E2E_SLURM_ARGS)
