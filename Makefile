@@ -54,6 +54,21 @@ test-slow: venv
 e2e-compose: venv
 	SHARED_DATA=$(SCALESWEEP_DATA) scripts/e2e_compose.sh
 
+# Workers as a Slurm job array for real on this machine: slurm-wlm + munge installed when missing,
+# single-node slurmctld/slurmd, a private TLS + password PostgreSQL, 3 workers (one scancelled, one
+# requeued mid-trial), checks through the SQL views. Needs root; ~3 min. Trials sleep 20 s (same claim,
+# heartbeat, SIGTERM and record path); `make e2e-slurm E2E_SLURM_ARGS=` trains for real (slow on 2 cores).
+E2E_SLURM_ARGS ?= --synthetic 20
+.PHONY: e2e-slurm
+e2e-slurm: venv
+	SHARED_DATA=$(SHARED_DATA) scripts/e2e_slurm.sh $(E2E_SLURM_ARGS)
+
+# 200 synthetic workers through PgBouncer (transaction pooling) and straight to PostgreSQL, on a
+# private server and pooler of its own (Debian's pgbouncer); ~10 min.
+.PHONY: bench-pgbouncer
+bench-pgbouncer: venv
+	$(PY) bench/pgbouncer.py
+
 # The service's benchmarks on the local PostgreSQL (127.0.0.1:5432; BENCH_ADMIN_URL to change it):
 # SQL views at 100k trials, then the worker fleet beside plain Optuna. `bench-full`: 1-8, then 32 and 64 workers.
 .PHONY: bench-service bench-full

@@ -185,3 +185,13 @@ def list_containers(client: DockerClient) -> list[dict]:
     if out.startswith("["):  # compose < 2.21: one array
         return json.loads(out)
     return [json.loads(line) for line in out.splitlines() if line.strip()]  # one object per line
+
+
+# Engines beyond one host: Slurm job arrays and Kubernetes manifests (their own modules).
+from coordinator.cluster_slurm import slurm_command  # noqa: E402
+
+cluster_app.command("slurm")(slurm_command)
+
+from coordinator.cluster_k8s import k8s_app  # noqa: E402
+
+cluster_app.add_typer(k8s_app, name="k8s")

@@ -177,6 +177,13 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# psycopg 3 turns a statement run 5 times on a connection into a server-side prepared statement.
+# Behind PgBouncer in transaction pooling mode (Debian bookworm ships 1.18, which cannot track them:
+# `max_prepared_statements` came in 1.21) the next transaction may run on another server connection,
+# which lacks it or already has one of that name. So no automatic preparing, pooler or not.
+CONNECT_ARGS = {"connect_timeout": 10, "application_name": "scalesweep", "prepare_threshold": None}
+
+
 def make_engine(url: str, *, pool_size: int = 2, max_overflow: int = 1) -> Engine:
     """A small, self-healing pool: ~2 connections per process lets 64+ workers share one server.
 
@@ -188,7 +195,7 @@ def make_engine(url: str, *, pool_size: int = 2, max_overflow: int = 1) -> Engin
         max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 10, "application_name": "scalesweep"},
+        connect_args=dict(CONNECT_ARGS),
     )
 
 
@@ -217,7 +224,7 @@ def optuna_storage(url: str, **kwargs: object) -> optuna.storages.RDBStorage:  #
     """Optuna's RDB storage on the same database, with the same small, self-healing pool."""
     import optuna
 
-    engine_kwargs = {"pool_size": 2, "max_overflow": 1, "pool_pre_ping": True, "pool_recycle": 1800}
+    engine_kwargs = {"pool_size": 2, "max_overflow": 1, "pool_pre_ping": True, "pool_recycle": 1800, "connect_args": dict(CONNECT_ARGS)}
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)  # type: ignore[arg-type]
 
 

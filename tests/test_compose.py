@@ -46,7 +46,7 @@ def env_keys(path: Path) -> set[str]:
 
 def test_compose_file_rules() -> None:
     services = load(COMPOSE_FILE)["services"]
-    assert set(services) == {"db", "worker", "dashboard", "coordinator"}
+    assert set(services) == {"db", "worker", "dashboard", "coordinator", "pgbouncer"}
 
     db = services["db"]
     assert db["healthcheck"]["test"][0] == "CMD-SHELL" and "pg_isready" in db["healthcheck"]["test"][1]
@@ -69,6 +69,18 @@ def test_compose_file_rules() -> None:
     for name, service in services.items():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+
+
+def test_pgbouncer_service_rules() -> None:
+    services = load(COMPOSE_FILE)["services"]
+    bouncer = services["pgbouncer"]
+    assert bouncer["profiles"] == ["pooler"], "started on request, like any pooler"
+    assert bouncer["depends_on"]["db"]["condition"] == "service_healthy"
+    assert bouncer["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?"), "password from .env only"
+    entrypoint = (REPO / "docker" / "pgbouncer" / "entrypoint.sh").read_text()
+    assert "pool_mode = transaction" in entrypoint and "auth_type = scram-sha-256" in entrypoint
+    assert "trust" not in entrypoint
+    assert "${WORKER_DB_HOST:-db}:${WORKER_DB_PORT:-5432}" in COMPOSE_FILE.read_text(), "workers may be routed through it"
 
 
 def test_secrets_come_from_env_file() -> None:
@@ -126,7 +138,7 @@ def test_docker_compose_config_with_e2e_override() -> None:
         "-f", str(COMPOSE_FILE), "-f", str(E2E_OVERRIDE), "--env-file", str(E2E_ENV), "--profile", "tools"
     )
     services = config["services"]
-    assert set(services) == {"db", "worker", "dashboard", "coordinator"}
+    assert set(services) == {"db", "worker", "dashboard", "coordinator"}, "the pooler is not started without its profile"
     for name, service in services.items():
         assert service["network_mode"] == "host", name
         assert not service.get("ports"), name

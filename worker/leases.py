@@ -27,6 +27,10 @@ from coordinator.errors import UserError
 from coordinator.lifecycle.ledger import device_leases
 
 ENV_GPU_SHARE = "SCALESWEEP_GPU_SHARE"
+# "scheduler": a batch system (Slurm's --gres) chose this process's GPUs and set CUDA_VISIBLE_DEVICES;
+# the worker then uses them as given and only records them (see `scheduler_gpus`, `record`).
+ENV_GPU_BINDING = "SCALESWEEP_GPU_BINDING"
+RECORD_SLOTS = 1024  # a recorded binding never waits: some slot is always free
 LEASE_LOCK_NAMESPACE = 0x5CA2  # advisory lock key serialising lease changes
 
 # The table is declared with the ledger's (coordinator/lifecycle/ledger.py): the control plane owns the schema.
@@ -85,6 +89,46 @@ def acquire(engine: sa.Engine, gpus: list[Gpu], worker: str, *, share: int, ttl_
             conn.execute(stmt)
             return Lease(gpu, free[0], worker)
     return None
+
+
+def bound_by_scheduler() -> bool:
+    """True when $SCALESWEEP_GPU_BINDING says a batch system already chose this process's GPUs."""
+    value = os.environ.get(ENV_GPU_BINDING, "lease")
+    if value not in ("lease", "scheduler"):
+        raise UserError(f"${ENV_GPU_BINDING} must be 'lease' or 'scheduler', got {value!r}")
+    return value == "scheduler"
+
+
+def scheduler_gpus() -> list[Gpu]:
+    """The GPUs a batch system bound this process to, as its CUDA_VISIBLE_DEVICES names them.
+
+    Each entry is matched to nvidia-smi's list by index or UUID. Where the node confines the job's
+    devices (Slurm's ConstrainDevices), nvidia-smi sees only the bound GPUs and numbers them from 0
+    like CUDA does, so a list of the same length is taken in order. An entry nothing matches is still
+    used, named by host and entry: the scheduler's word is final, the lease only records it.
+    """
+    restrict = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    wanted = [item.strip() for item in restrict.split(",") if item.strip()]
+    if not wanted or wanted == ["-1"] or wanted == ["NoDevFiles"]:
+        return []
+    listed = nvidia_smi_gpus() or []
+    by_id = {str(g.index): g for g in listed} | {g.key: g for g in listed}
+    if all(w in by_id for w in wanted):
+        found = [by_id[w] for w in wanted]
+    elif len(listed) == len(wanted):
+        found = listed
+    else:
+        host = socket.gethostname()
+        found = [by_id.get(w) or Gpu(key=f"{host}:{w}", index=i, name="cuda", visible_id=w) for i, w in enumerate(wanted)]
+    # Leave CUDA_VISIBLE_DEVICES as the scheduler set it: these are already the only GPUs CUDA sees.
+    return [Gpu(key=g.key, index=g.index, name=g.name, visible_id=w) for g, w in zip(found, wanted, strict=True)]
+
+
+def record(engine: sa.Engine, gpu: Gpu, worker: str, *, ttl_s: int) -> Lease:
+    """A lease row for a GPU the scheduler gave us: for the record (who used which device), never a wait."""
+    lease = acquire(engine, [gpu], worker, share=RECORD_SLOTS, ttl_s=ttl_s)
+    assert lease is not None, "a recorded binding always finds a slot"
+    return lease
 
 
 def refresh(engine: sa.Engine, lease: Lease, *, ttl_s: int) -> bool:

@@ -261,6 +261,8 @@ class Worker:
         if wanted == "cpu" or self.options.synthetic is not None:
             self.device = "cpu" if self.options.synthetic is None else "synthetic"
             return True
+        if leases.bound_by_scheduler():
+            return self.record_scheduler_binding(wanted)
         gpus = leases.visible_gpus()
         if not gpus:
             if wanted == "cuda":
@@ -284,6 +286,22 @@ class Worker:
         os.environ["CUDA_VISIBLE_DEVICES"] = self.lease.gpu.visible_id  # before anything initialises CUDA
         self.device = "cuda"
         log.info("leased %s", self.lease.describe())
+        return True
+
+    def record_scheduler_binding(self, wanted: str) -> bool:
+        """A batch system chose the GPUs (CUDA_VISIBLE_DEVICES): use the first as cuda:0 and record it."""
+        gpus = leases.scheduler_gpus()
+        if not gpus:
+            if wanted == "cuda":
+                raise UserError("--device cuda but the scheduler bound no GPU (CUDA_VISIBLE_DEVICES is empty)")
+            self.device = "cpu"
+            return True
+        self.lease = with_reconnect(
+            lambda: leases.record(self.engine, gpus[0], self.options.worker_id, ttl_s=self.options.liveness.grace_period),
+            "record the GPU binding",
+        )
+        self.device = "cuda"
+        log.info("GPU bound by the scheduler (CUDA_VISIBLE_DEVICES=%s): %s", os.environ.get("CUDA_VISIBLE_DEVICES"), self.lease.describe())
         return True
 
     # ---------------------------------------------------------------- one item

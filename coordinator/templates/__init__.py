@@ -1,0 +1,1 @@
+"""Files that `coordinator cluster ...` renders for other engines (read with importlib.resources)."""
