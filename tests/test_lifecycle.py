@@ -129,8 +129,8 @@ def test_reader_role_cannot_block_a_claim(engine: sa.Engine, initialised_db: str
     storage = optuna_adapter.open_storage(initialised_db)
     try:
         with reader.connect() as conn:
-            # Every lock a SELECT-only role might try: advisory locks are no part of a claim, row locks need UPDATE.
-            conn.exec_driver_sql("SELECT pg_advisory_lock(23713, study_id) FROM study_specs")
+            # Every lock a read-only role might try: advisory locks are no part of a claim, row locks need UPDATE.
+            conn.exec_driver_sql("SELECT pg_advisory_lock(k1, k2) FROM generate_series(0, 3) k1, generate_series(0, 200) k2")  # any study id
             conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")  # its default is no barrier
             for sql in ("SELECT * FROM study_specs FOR UPDATE", "SELECT * FROM work_items FOR SHARE", "DO $$ BEGIN LOCK TABLE work_items IN EXCLUSIVE MODE; END $$"):
                 with pytest.raises(sa.exc.DBAPIError, match="permission denied"):

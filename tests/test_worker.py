@@ -172,13 +172,15 @@ def test_sigterm_exits_0_and_leaves_nothing_running(engine: sa.Engine, initialis
 def test_workers_survive_terminated_connections(engine: sa.Engine, initialised_db: str, tmp_path: Path) -> None:
     make_dataset(initialised_db)
     create(initialised_db, preset="smoke", trials=4)
-    procs = [start_worker(initialised_db, "--synthetic", "0.5", "--worker-id", f"w{i}", *FAST, log_dir=tmp_path) for i in range(2)]
+    # 1 s trials keep the workers in flight long enough that some storms land mid-query, not only on
+    # idle pooled connections (which the pool's pre-ping replaces silently).
+    procs = [start_worker(initialised_db, "--synthetic", "1.0", "--worker-id", f"w{i}", *FAST, log_dir=tmp_path) for i in range(2)]
     database = engine.url.database
     killer = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
     terminated = 0
     wait_for(lambda: (scalar(engine, "SELECT count(*) FROM trials WHERE state <> 'WAITING'") or 0) > 0, 60, "the first claim")
     try:
-        while any(p.poll() is None for p in procs) and terminated < 40:
+        while any(p.poll() is None for p in procs) and terminated < 80:
             with killer.connect() as conn:
                 terminated += conn.execute(
                     sa.text(
@@ -187,7 +189,7 @@ def test_workers_survive_terminated_connections(engine: sa.Engine, initialised_d
                     ),
                     {"db": database},
                 ).scalar()
-            time.sleep(0.7)
+            time.sleep(0.4)
     finally:
         killer.dispose()
     engine.dispose()  # its pooled connections were terminated too

@@ -2,7 +2,7 @@
 
 - Revisions live in coordinator/migrations/versions/, named `NNNN_what.py` with revision id
   `NNNN_what` and `down_revision` the previous one (0001_initial, 0002_ledger, ...). A new one
-  continues the chain: `down_revision = "0002_ledger"` for the next. Models (the SQLAlchemy tables)
+  continues the chain: its `down_revision` is the newest one (`head_revision()`). Models (the SQLAlchemy tables)
   stay next to the code that writes them, on coordinator.schema.metadata; a revision spells out its
   own DDL so that it never changes after release. tests/test_migrations.py checks that upgrading
   gives exactly the models' schema.
@@ -40,6 +40,15 @@ def upgrade(conn: sa.Connection) -> str:
     command.upgrade(config(conn), "head")
     after = current_revision(conn)
     return f"schema {after}" + (f" (upgraded from {before})" if before is not None and before != after else "")
+
+
+def head_revision() -> str:
+    """The newest revision in versions/ (what `upgrade` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(Path(__file__).resolve().parent)).get_current_head()
+    assert head is not None, "coordinator/migrations/versions/ holds no revision"
+    return head
 
 
 def current_revision(conn: sa.Connection) -> str | None:
