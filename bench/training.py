@@ -1,4 +1,4 @@
-"""Training throughput per parameter budget on the real SPY dataset (SPEC 4), on CPU or CUDA.
+"""Training throughput per parameter budget on the real SPY dataset, on CPU or CUDA.
 
     .venv/bin/python bench/training.py                       # CPU: 100K, 300K, 2M, 20M
     .venv/bin/python bench/training.py --device cuda         # GPU: 100K .. 2B, bf16 autocast

@@ -1,4 +1,4 @@
-"""How fast the SQL read model answers with many trials stored (SPEC 4: every view < 1 s at 100k).
+"""How fast the SQL read model answers with many trials stored (the goal: every view < 1 s at 100k).
 
     .venv/bin/python bench/views.py [--trials 100000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
 

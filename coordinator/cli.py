@@ -22,8 +22,8 @@ from coordinator.dashboard import dashboard_command
 from coordinator.evaluation.commands import evaluate_command
 from coordinator.local import local_command
 from coordinator.reports import leaderboard_command, report_command, status_command
-from coordinator.search_space import search_space_command
-from coordinator.studies import create_studies_command, reap_command
+
+from coordinator.studies import create_studies_command, reap_command, search_space_command
 from coordinator.study_admin import study_app
 
 app = typer.Typer(

@@ -1,4 +1,4 @@
-"""SPEC 2.7 metrics of binary probabilities, one implementation for trials and baselines.
+"""The metrics of binary probabilities, one implementation for trials and baselines.
 
 Keys match the columns of `trial_records` (val_auc, ..., val_positive_rate) when prefix="val_".
 Thresholded metrics use 0.5. Precision with no positive prediction is 0 (scikit-learn's
@@ -30,7 +30,7 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
 def binary_metrics(
     labels: np.ndarray, probs: np.ndarray, prefix: str = "val_", pred_prefix: str = ""
 ) -> dict[str, float]:
-    """Every SPEC 2.7 metric of probabilities `probs` for 0/1 `labels` (both classes required).
+    """Every metric of probabilities `probs` for 0/1 `labels` (both classes required).
 
     Keys: {prefix}auc, pr_auc, loss, brier, accuracy, precision, recall, positive_rate and
     {pred_prefix}pred_mean, pred_std, pred_min, pred_max.
@@ -54,7 +54,7 @@ def binary_metrics(
         f"{prefix}precision": float(precision_score(truth, predicted, zero_division=0)),
         f"{prefix}recall": float(recall_score(truth, predicted, zero_division=0)),
         f"{prefix}positive_rate": float(y.mean()),
-        # Prediction spread: a model collapsed to the base rate has pred_std ~ 0 (SPEC pitfall 5).
+        # Prediction spread: a model collapsed to the base rate has pred_std ~ 0.
         f"{pred_prefix}pred_mean": float(p.mean()),
         f"{pred_prefix}pred_std": float(p.std()),
         f"{pred_prefix}pred_min": float(p.min()),

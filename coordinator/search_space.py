@@ -35,11 +35,8 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-
-from coordinator.studies import PresetName
 
 from coordinator.errors import UserError
 from coordinator.architecture import Architecture, count_params
@@ -47,7 +44,7 @@ from coordinator.architecture import Architecture, count_params
 if TYPE_CHECKING:
     import optuna
 
-# SPEC 2.6 reference grid.
+# The reference grid of architectures.
 REFERENCE_D_MODELS = (64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 REFERENCE_N_LAYERS = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 180, 192, 256)
 REFERENCE_N_HEADS = (2, 4, 8, 16, 32)
@@ -197,7 +194,7 @@ def default_search_space(
     tolerance: float = 0.25,
     revin_choices: tuple[bool, ...] = (True, False),
 ) -> SearchSpace:
-    """The SPEC 2.6 grid for one budget; UserError when no grid architecture fits it."""
+    """The reference grid for one budget; UserError when no grid architecture fits it."""
     if preset not in PRESETS:
         raise UserError(f"unknown search space preset {preset!r}; choose one of {', '.join(PRESETS)}")
     d_models = REFERENCE_D_MODELS
@@ -352,36 +349,3 @@ def budget_label(budget_params: int) -> str:
         if budget_params >= scale and budget_params % (scale // 10) == 0:
             return f"{budget_params / scale:g}{suffix}"
     return str(budget_params)
-
-
-def search_space_command(
-    budgets: Annotated[
-        str, typer.Option("--budgets", "--budget", help="comma-separated parameter budgets, e.g. 300K,2M")
-    ] = ",".join(CPU_BUDGETS + DEFAULT_BUDGETS),
-    n_features: Annotated[int, typer.Option("--n-features", min=1, help="model inputs per day (a25: 25, a25-vix8: 33)")] = 25,
-    preset: Annotated[PresetName, typer.Option("--preset", help="the create-studies preset (smoke caps the depth)")] = PresetName.default,
-    tolerance: Annotated[float, typer.Option("--tolerance", help="relative budget tolerance, between 0 and 1")] = 0.25,
-) -> None:
-    """Per budget: how many grid architectures lie within the tolerance, and their parameter range."""
-    from coordinator.studies import preset_named, preset_search_space
-
-    if not 0 < tolerance < 1:
-        raise UserError(f"--tolerance must be between 0 and 1 (exclusive), got {tolerance}")
-    chosen = preset_named(preset.value)
-    lines = []  # everything is computed before the first line is printed
-    for label in budgets.split(","):
-        budget = parse_budget(label)
-        space = preset_search_space(budget, n_features, chosen, tolerance=tolerance)
-        archs = feasible_architectures(space)
-        counts = [a.n_params for a in archs]
-        shapes = {(a.d_model, a.d_ff, a.n_layers) for a in archs}
-        widths = [a.d_model for a in archs]
-        depths = [a.n_layers for a in archs]
-        lines.append(
-            f"{budget_label(budget):>7} {len(archs):>8} {len(shapes):>6} "
-            f"{min(counts):>14,} {max(counts):>14,} {f'{min(widths)}-{max(widths)}':>11} {f'{min(depths)}-{max(depths)}':>9}"
-        )
-    typer.echo(f"{'budget':>7} {'feasible':>8} {'shapes':>6} {'min params':>14} {'max params':>14} {'d_model':>11} {'n_layers':>9}")
-    for line in lines:
-        typer.echo(line)
-    typer.echo("feasible: (d_model, d_ff, n_layers, n_heads, RevIN) combinations; shapes: without heads and RevIN")

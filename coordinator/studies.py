@@ -1,7 +1,7 @@
 """`coordinator create-studies`: the study matrix (budgets x horizons) on one dataset version.
 
 Everything is checked before anything is written: the dataset version and its hash, the split
-gates for every horizon (SPEC 2.4), a feasible architecture for every budget, and that no existing
+gates for every horizon, a feasible architecture for every budget, and that no existing
 study of the same name has a different spec. Then each study is created in Optuna, its spec stored
 in `study_specs` (and as the Optuna study's user attribute `spec`, for optuna-dashboard), and its
 extreme architectures enqueued as its first trials (never more than its target).
@@ -25,6 +25,15 @@ from coordinator import db, records
 from coordinator.app import database_url, progress_bar, split_globs
 from coordinator.datasets import resolve_dataset
 from coordinator.errors import UserError
+from coordinator.search_space import (
+    CPU_BUDGETS,
+    DEFAULT_BUDGETS,
+    budget_label,
+    default_search_space,
+    extreme_params,
+    feasible_architectures,
+    parse_budget,
+)
 from coordinator.study_spec import (
     OBJECTIVES,
     PRUNERS,
@@ -39,8 +48,8 @@ from coordinator.study_spec import (
     study_name,
 )
 
-CONTEXT = 60  # days of history per sample (SPEC 2.5)
-THRESHOLD = 0.01  # label `threshold_1pct` (SPEC 2.3)
+CONTEXT = 60  # days of history per sample
+THRESHOLD = 0.01  # label `threshold_1pct`
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,6 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
     from coordinator.data.registry import load_dataset
     from coordinator.data.samples import make_samples
     from coordinator.data.splits import default_splits
-    from coordinator.search_space import budget_label, extreme_params, feasible_architectures, parse_budget
     from coordinator.version import code_version
 
     if request.preset not in PRESETS:
@@ -192,8 +200,6 @@ def search_space(budget: int, n_features: int, preset: Preset) -> Any:
 def preset_search_space(budget: int, n_features: int, preset: Preset, tolerance: float | None = None) -> Any:
     """The preset's search space for one budget (its schedule and depth cap); UserError when no
     architecture fits it."""
-    from coordinator.search_space import budget_label, default_search_space, feasible_architectures
-
     extra = {} if tolerance is None else {"tolerance": tolerance}
     space = default_search_space(budget, n_features, preset=preset.space, context=CONTEXT, **extra)
     if preset.max_layers is not None:
@@ -452,3 +458,34 @@ def reap_command(
     finally:
         storage.engine.dispose()
     typer.echo(f"reaped {reaped} attempt(s) in {len(entries)} studies (grace period {liveness.grace_period} s)")
+
+
+def search_space_command(
+    budgets: Annotated[
+        str, typer.Option("--budgets", "--budget", help="comma-separated parameter budgets, e.g. 300K,2M")
+    ] = ",".join(CPU_BUDGETS + DEFAULT_BUDGETS),
+    n_features: Annotated[int, typer.Option("--n-features", min=1, help="model inputs per day (a25: 25, a25-vix8: 33)")] = 25,
+    preset: Annotated[PresetName, typer.Option("--preset", help="the create-studies preset (smoke caps the depth)")] = PresetName.default,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="relative budget tolerance, between 0 and 1")] = 0.25,
+) -> None:
+    """Per budget: how many grid architectures lie within the tolerance, and their parameter range."""
+    if not 0 < tolerance < 1:
+        raise UserError(f"--tolerance must be between 0 and 1 (exclusive), got {tolerance}")
+    chosen = preset_named(preset.value)
+    lines = []  # everything is computed before the first line is printed
+    for label in budgets.split(","):
+        budget = parse_budget(label)
+        space = preset_search_space(budget, n_features, chosen, tolerance=tolerance)
+        archs = feasible_architectures(space)
+        counts = [a.n_params for a in archs]
+        shapes = {(a.d_model, a.d_ff, a.n_layers) for a in archs}
+        widths = [a.d_model for a in archs]
+        depths = [a.n_layers for a in archs]
+        lines.append(
+            f"{budget_label(budget):>7} {len(archs):>8} {len(shapes):>6} "
+            f"{min(counts):>14,} {max(counts):>14,} {f'{min(widths)}-{max(widths)}':>11} {f'{min(depths)}-{max(depths)}':>9}"
+        )
+    typer.echo(f"{'budget':>7} {'feasible':>8} {'shapes':>6} {'min params':>14} {'max params':>14} {'d_model':>11} {'n_layers':>9}")
+    for line in lines:
+        typer.echo(line)
+    typer.echo("feasible: (d_model, d_ff, n_layers, n_heads, RevIN) combinations; shapes: without heads and RevIN")

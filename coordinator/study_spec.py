@@ -3,7 +3,7 @@
 One spec per study, written once by `coordinator create-studies` (table `study_specs`, and the Optuna
 study's user attributes for the dashboard). Workers rebuild the label, splits, search space, sampler
 and pruner from it, so two studies that differ in the spec really differ in what they train
-(SPEC pitfalls 1, 11, 12). `sha256()` is the spec's identity; `code_version` is provenance only and
+(the horizon, the sampler seed and the feature set are all part of it). `sha256()` is the spec's identity; `code_version` is provenance only and
 is left out of it, or every new commit would look like a changed spec.
 """
 
@@ -151,7 +151,10 @@ def tpe_sampler(seed: int) -> Any:
     import optuna
 
     # constant_liar: running trials count as pessimistic results, so parallel workers spread out.
-    # multivariate, group and constant_liar are marked experimental: Optuna warns once per process.
+    # group=True lets multivariate TPE model the conditional architecture choices (d_model, then the
+    # ratio and depth lists of that width) jointly instead of falling back to independent sampling.
+    # It is the one experimental Optuna argument the project uses, and only here: Optuna warns once
+    # per process, and tests/test_lifecycle.py pins that it is still the only one in the tested range.
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 

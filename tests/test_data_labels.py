@@ -1,4 +1,4 @@
-"""Labels: the SPEC 2.3 definition by hand for H = 1, 3, 5, and the horizon's effect on real SPY."""
+"""Labels: the definition by hand for H = 1, 3, 5, and the horizon's effect on real SPY."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_real_spy_rate_rises_with_horizon() -> None:
     close, high = frame["close"].to_numpy(), frame["high"].to_numpy()
     rates = {h: positive_rate(threshold_label(close, high, h)) for h in (1, 3, 5)}
     assert rates[1] < rates[3] < rates[5]
-    # SPEC 2.3: about 23%, 48% and 60% on SPY 1993-2021.
+    # The expected rates: about 23%, 48% and 60% on SPY 1993-2021.
     assert rates[1] == pytest.approx(0.23, abs=0.02)
     assert rates[3] == pytest.approx(0.48, abs=0.02)
     assert rates[5] == pytest.approx(0.60, abs=0.02)

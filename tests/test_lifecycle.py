@@ -228,3 +228,21 @@ def test_a_large_target_is_enqueued_in_batches(engine: sa.Engine, initialised_db
     with engine.begin() as conn:
         assert ledger.extend_search(conn, STUDY, 20_001) == 20_000  # more rows than one statement's parameters allow
     assert rows(engine, "SELECT slots, waiting FROM work_counts") == [{"slots": 20_001, "waiting": 20_001}]
+
+
+def test_the_sampler_uses_one_experimental_argument_and_only_that_one() -> None:
+    """`group` is experimental in the tested Optuna range; if a release drops or changes it, or makes
+    another argument we use experimental, this fails before a study samples differently."""
+    import warnings
+
+    import optuna
+
+    from coordinator.study_spec import tpe_sampler
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler = tpe_sampler(7)
+    experimental = sorted(str(w.message) for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning))
+    assert len(experimental) == 1 and "``group``" in experimental[0], experimental
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+

@@ -56,6 +56,6 @@ def test_formula_equals_numel_for_budget_sized_models() -> None:
 
 
 def test_patch_count_matches_unfold() -> None:
-    assert n_patches(60, 10, 5) == 11  # SPEC 2.5
+    assert n_patches(60, 10, 5) == 11  # context 60, patch 10, stride 5
     x = torch.zeros(1, 61, 3)
     assert x.unfold(1, 10, 5).shape[1] == n_patches(61, 10, 5)

@@ -30,7 +30,7 @@ def test_default_matrix_has_12_studies_with_right_specs(engine: sa.Engine, initi
         assert row["study_name"] == spec.name == f"syn-a25-thr1pct-{row['budget']}-h{row['horizon']}"
         assert f"{spec.dataset.name}:{spec.dataset.version}" == dataset
         assert spec.dataset.sha256 == row["dataset_sha256"] == dataset_sha
-        # The horizon reaches the label spec, and the budget the search space (SPEC pitfalls 1, 9).
+        # The horizon reaches the label spec, and the budget the search space.
         assert spec.label.horizon == row["horizon"] and spec.label.threshold == 0.01
         space = SearchSpace.from_dict(spec.search_space)
         assert space.budget_params == spec.budget.params == row["budget_params"]
@@ -113,7 +113,7 @@ def test_spec_identity_ignores_code_version_only() -> None:
 def test_gates_fire_before_anything_is_written(engine: sa.Engine, initialised_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(UserError, match="no dataset registered yet"):
         create(initialised_db)
-    short = make_dataset(initialised_db, days=900, symbol="TINY")  # ~100 validation days: SPEC 2.4 refuses
+    short = make_dataset(initialised_db, days=900, symbol="TINY")  # ~100 validation days: the split gates refuse
     with pytest.raises(UserError, match="val"):
         create(initialised_db, dataset=short)
     make_dataset(initialised_db)

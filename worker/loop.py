@@ -79,6 +79,7 @@ class Worker:
         self.running: ClaimedItem | None = None  # beaten by the heartbeat thread while set
         self.steps = 0  # the running attempt's progress counter
         self.lost = threading.Event()  # the running attempt was reaped while it ran
+        self.reporting = False  # the main thread is finishing the running attempt (its end is ours, not a reaping)
         self.done_trials = 0
         self.unexpected_errors = 0
         self.samples_cache: dict[tuple, Any] = {}
@@ -225,6 +226,11 @@ class Worker:
     def beat(self) -> None:
         item = self.running
         if item is not None and not claims.heartbeat(self.engine, item.attempt_id, self.steps):
+            # No row back: the attempt is no longer RUNNING. That is a reaping only if we have not
+            # begun reporting it ourselves and it is still the one we run (the main thread may have
+            # finished it, or moved on to the next, while this beat was on its way).
+            if self.running is not item or self.reporting:
+                return
             if not self.lost.is_set():
                 log.warning("trial %s was reaped while it ran (see trial_results.reason); stopping it", item.label)
             self.lost.set()
@@ -309,6 +315,7 @@ class Worker:
     def run_item(self, item: ClaimedItem) -> None:
         self.steps = 0
         self.lost.clear()
+        self.reporting = False
         self.running = item
         started = time.monotonic()
         log.info("trial %s claimed (attempt %d, sampler seed %s)", item.label, item.attempt, item.sampler_seed)
@@ -325,6 +332,7 @@ class Worker:
             outcome = Outcome("FAIL", reason=f"unexpected error: {type(exc).__name__}: {exc}"[:500])
             self.unexpected_errors += 1
         outcome.details.setdefault("duration_s", time.monotonic() - started)
+        self.reporting = True
         try:
             with_reconnect(lambda: self.report(item, outcome), f"report trial {item.label}", on_reconnect=self.beat)
         finally:

@@ -1,4 +1,4 @@
-"""The SPEC 2.5 model: a PatchTST-style encoder with channel-mixing patches, returning a logit.
+"""The model: a PatchTST-style encoder with channel-mixing patches, returning a logit.
 
     x (B, context, F)
     -> RevIN (optional): per sample and feature, normalise over time, learnable affine

@@ -87,7 +87,7 @@ class EpochMetrics:
 
 @dataclass
 class TrialResult:
-    metrics: dict[str, float]  # SPEC 2.7 validation metrics at the best epoch
+    metrics: dict[str, float]  # validation metrics at the best epoch
     objective_value: float
     best_epoch: int
     epochs_run: int

@@ -1,4 +1,4 @@
-"""The `threshold` label (SPEC 2.3), always computed from raw, un-normalised prices.
+"""The `threshold` label, always computed from raw, un-normalised prices.
 
 y[t] = 1 if max(High[t+1 .. t+H]) >= Close[t] * (1 + threshold), else 0; NaN for the last H days,
 whose horizon runs past the data. `horizon` is the study's H: it is the only place H meets the data.

@@ -67,7 +67,7 @@ def make_samples(
 
 
 def check_gates(index: dict[str, np.ndarray], labels: np.ndarray, horizon: int) -> None:
-    """SPEC 2.4: at least MIN_VAL_SAMPLES validation samples, and both classes in every split."""
+    """The split gates: at least MIN_VAL_SAMPLES validation samples, and both classes in every split."""
     n_val = len(index["val"])
     if n_val < MIN_VAL_SAMPLES:
         raise UserError(

@@ -107,7 +107,7 @@ def canonical_header(name: object) -> str:
 
 
 def validate_bars(raw: pd.DataFrame, *, repair_ohlc: bool = False) -> Bars:
-    """Check a table of bars (SPEC 2.1) and return it in canonical form."""
+    """Check a table of bars and return it in canonical form."""
     columns = pick_columns(raw)
     if len(raw) == 0:
         raise UserError("no rows (only a header)")

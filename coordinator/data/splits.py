@@ -1,4 +1,4 @@
-"""Date splits (SPEC 2.4): train, then validation, then test, each a closed range of ISO dates.
+"""Date splits: train, then validation, then test, each a closed range of ISO dates.
 
 Containment is strict: a sample t belongs to a split only if its whole context window and its H
 future days lie inside that split (see samples.py), so nothing leaks across a boundary.
