@@ -25,6 +25,7 @@ from coordinator import db
 from coordinator.app import OutputFormat, open_engine, split_globs
 from coordinator.datasets import select_dataset_rows
 from coordinator.errors import UserError
+from coordinator.figures import finish_figure, format_count
 
 Row = dict[str, Any]
 
@@ -117,15 +118,6 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def format_count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return str(n)
 
 
 def format_number(x: float | None, digits: int = 4) -> str:
@@ -315,16 +307,7 @@ def plot_auc_vs_params(points: list[Row], board: list[Row], lines: list[Row], pa
         ax.set_title(f"horizon {horizon} day{'s' if horizon != 1 else ''}" if horizon is not None else "studies without a spec")
         ax.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel("validation AUC (best epoch)")
-    # One legend for all panels, below them, so it never hides a point.
-    handles: dict[str, Any] = {}
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=False):
-            handles.setdefault(label, handle)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
-    fig.suptitle("Validation AUC vs real parameter count (dotted: the budget; grey: AUC 0.5)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(handles) - 1) // 4), 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, axes, "Validation AUC vs real parameter count (dotted: the budget; grey: AUC 0.5)", path, bottom=0.06)
 
 
 def render_html(progress: list[Row], board: list[Row], figure: str | None, lines: list[Row], answer: str = "") -> str:

@@ -79,3 +79,15 @@ def engine(initialised_db: str) -> Iterator[sa.Engine]:
     eng = db.make_engine(initialised_db)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """The CI box has 2 shared cores; one intra-op thread is faster than two fighting for them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

@@ -3,7 +3,6 @@ the trial recipe and stored, verdicts stored, views readable by the read-only ro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,7 @@ from worker.evaluate import EvaluationRefused, evaluate_run  # noqa: E402
 from worker.loop import Worker, WorkerOptions  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def searched(url: str, trials: int = 3) -> str:

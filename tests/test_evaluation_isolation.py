@@ -4,7 +4,6 @@ changes no search trial's result; only the final evaluation (score_test) reads t
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -20,12 +19,7 @@ torch = pytest.importorskip("torch")
 from worker.train import train  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic_dataset(days: int = 2500) -> Dataset:

@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.figures import finish_figure, format_count
+
 Row = dict[str, Any]
 
 
@@ -49,15 +51,6 @@ def ci(value: float | None, low: float | None, high: float | None, signed: bool 
     return f"{f.format(value)} [{f.format(low)}, {f.format(high)}]"
 
 
-def count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return str(n)
-
-
 def horizon_table(horizon: int, final: list[Row], baselines: list[Row]) -> Table:
     table = Table(title=f"H = {horizon}: test AUC, mean over seeds, 95% CI (block bootstrap over test days x seeds)", title_justify="left")
     for name in ("model", "params", "test AUC [95% CI]", "seed sd", "PR-AUC [95% CI]", "vs best baseline", "flags"):
@@ -66,7 +59,7 @@ def horizon_table(horizon: int, final: list[Row], baselines: list[Row]) -> Table
         if r["horizon"] != horizon or not r["chosen"]:
             continue
         flags = f"{r['under_trained_runs']}/{r['n_seeds']} under-trained" if r["under_trained_runs"] else ""
-        table.add_row(f"{r['budget']} #{r['trial_number']} x{r['n_seeds']}", count(r["n_params"]),
+        table.add_row(f"{r['budget']} #{r['trial_number']} x{r['n_seeds']}", format_count(r["n_params"]),
                       ci(r["test_auc"], r["test_auc_low"], r["test_auc_high"]),
                       "-" if r["test_auc_sd"] is None else f"{r['test_auc_sd']:.3f}",
                       ci(r["test_pr_auc"], r["test_pr_auc_low"], r["test_pr_auc_high"]),
@@ -133,21 +126,13 @@ def plot_answer(final: list[Row], baselines: list[Row], scaling: list[Row], path
             ax.plot([r["n_params"] for r in chosen_pts], [r["test_auc"] for r in chosen_pts], color="black", linewidth=0.8)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: count(int(round(x)))))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_count(int(round(x)))))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("parameters (real count, log scale)")
         ax.set_title(f"H = {horizon}")
         ax.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel("test AUC (mean over seeds, 95% CI)")
-    handles: dict[str, Any] = {}
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=False):
-            handles.setdefault(label, handle)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
-    fig.suptitle("Test AUC vs real parameter count (bands: baselines' 95% intervals)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.08 + 0.04 * ((len(handles) - 1) // 4), 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, axes, "Test AUC vs real parameter count (bands: baselines' 95% intervals)", path, bottom=0.08)
 
 
 def plot_curves(runs: list[Row], horizons: list[int], path: Path) -> None:
@@ -215,7 +200,7 @@ def html_section(engine: sa.Engine, dataset_name: str, dataset_version: int, out
     body = []
     for r in final:
         body.append([str(r["horizon"]), f"{r['budget']} {r['study_name']} #{r['trial_number']} (rank {r['rank']}{', answer' if r['chosen'] else ''})",
-                     count(r["n_params"]), str(r["n_seeds"]), ci(r["test_auc"], r["test_auc_low"], r["test_auc_high"]),
+                     format_count(r["n_params"]), str(r["n_seeds"]), ci(r["test_auc"], r["test_auc_low"], r["test_auc_high"]),
                      "-" if r["test_auc_sd"] is None else f"{r['test_auc_sd']:.3f}",
                      ci(r["test_pr_auc"], r["test_pr_auc_low"], r["test_pr_auc_high"]),
                      ci(r["vs_best_baseline"], r["vs_best_baseline_low"], r["vs_best_baseline_high"], signed=True),
