@@ -71,6 +71,7 @@ def test_real_spy_baselines_use_the_trials_samples_and_metrics(spy_results: dict
             assert r["pred_std"] > 1e-3, "a baseline that predicts a constant is no bar"
 
 
+@requires_real_data
 @pytest.mark.parametrize("horizon", [1, 5])
 def test_volatility_baseline_on_real_spy(spy_results: dict, horizon: int) -> None:
     """ATR14 / Close and realised volatility alone predict whether the price moves 1% within H days."""
@@ -89,6 +90,7 @@ def test_volatility_baseline_on_real_spy(spy_results: dict, horizon: int) -> Non
     assert best["val_auc"] == max(r["val_auc"] for r in results)
 
 
+@requires_real_data
 def test_stationary_inputs_stay_in_the_training_range_on_test(spy: Dataset, spy_results: dict) -> None:
     """Raw price levels sit many train standard deviations away on test; the stationary inputs do not."""
     samples, _ = spy_results[1]

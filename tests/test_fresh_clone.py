@@ -11,7 +11,12 @@ from pathlib import Path
 from coordinator.data.location import ENV_DATA, real_data_dir
 from tests.conftest import REPO
 
-DATA_MODULES = ["tests/test_data_series.py", "tests/test_data_labels.py", "tests/test_data_registry.py"]
+# Every module that reads the real series, except the trainer's (its data tests are marked the same
+# way, and its other tests train models for a minute).
+DATA_MODULES = [
+    "tests/test_data_series.py", "tests/test_data_labels.py", "tests/test_data_registry.py",
+    "tests/test_data_features.py", "tests/test_data_splits.py", "tests/test_baselines.py",
+]  # fmt: skip
 
 
 def test_data_dependent_tests_skip_with_a_reason_without_the_data(tmp_path: Path) -> None:
