@@ -1,7 +1,9 @@
 """The project's own tables (Optuna keeps its tables; ours sit beside them in the same database).
 
-Every table is declared on this one MetaData so `coordinator db init` creates them all. The modules
-that own a table declare it next to the code that writes it and are listed in TABLE_MODULES.
+Every table is declared on this one MetaData, next to the code that writes it (the modules listed in
+TABLE_MODULES). `coordinator db init` creates and upgrades them through the migrations in
+coordinator/migrations/, and tests/test_migrations.py checks that the migrated schema is exactly
+this MetaData.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
-# Modules that declare tables on `metadata`; imported below so create_all sees every table.
+# Modules that declare tables on `metadata`; imported below so the metadata holds every table.
 TABLE_MODULES: list[str] = [
     "coordinator.records",
     "coordinator.data.registry",
