@@ -76,7 +76,12 @@ def test_sigterm_during_real_training_stops_at_a_boundary(engine: sa.Engine, ini
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=300) == 0
     assert rows(engine, "SELECT state, reason FROM trial_records") == [{"state": "FAIL", "reason": "worker stopped"}]
-    assert rows(engine, "SELECT state::text AS state, count(*) AS n FROM trials GROUP BY 1 ORDER BY 1") == [
-        {"state": "FAIL", "n": 1},
-        {"state": "WAITING", "n": 2},  # the stopped trial's retry and the study's other queued trial
-    ]
+    # Optuna holds the stopped attempt as FAIL; the ledger queues both slots again: the stopped one
+    # with the parameters it ran (its retry), the other one as it was.
+    assert rows(engine, "SELECT state::text AS state, count(*) AS n FROM trials GROUP BY 1 ORDER BY 1") == [{"state": "FAIL", "n": 1}]
+    stopped = rows(engine, "SELECT a.item_id, a.params FROM attempts a WHERE a.state = 'FAIL'")
+    assert len(stopped) == 1 and stopped[0]["params"]
+    items = rows(engine, "SELECT item_id, state, payload FROM work_items WHERE kind = 'search' ORDER BY slot")
+    assert [i["state"] for i in items] == ["waiting", "waiting"]
+    retried = next(i for i in items if i["item_id"] == stopped[0]["item_id"])
+    assert retried["payload"]["params"] == stopped[0]["params"]
