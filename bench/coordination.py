@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -97,13 +98,18 @@ def admin_engine(admin_url: str) -> sa.Engine:
 
 
 @contextlib.contextmanager
-def template_database(admin_url: str) -> Iterator[str]:
-    """The schema, a synthetic dataset and one study (2M, H1) with an unreachable target."""
+def template_database(
+    admin_url: str, prefix: str = "bench_coord_tmpl", trials: int = UNREACHABLE_TARGET, matrix: dict | None = None
+) -> Iterator[str]:
+    """The schema, a synthetic dataset and studies with a target no fleet reaches in the run (each
+    slot of a target is a ledger row, so "unreachable" is sized to the run). `matrix` holds the
+    MatrixRequest's budgets/horizons; the default is one study (2M, H1)."""
     from coordinator.data import registry
     from coordinator.data.synth import synthetic_series
     from coordinator.studies import MatrixRequest, run_create_studies
 
-    with db.scratch_database(admin_url, "bench_coord_tmpl") as url:
+    shape = {"budgets": ("2M",), "horizons": (1,)} if matrix is None else matrix
+    with db.scratch_database(admin_url, prefix) as url:
         db.init_db(url)
         work = db.make_engine(url)
         try:
@@ -111,8 +117,8 @@ def template_database(admin_url: str) -> Iterator[str]:
             dataset, _ = registry.build_dataset(work, "SYN")
         finally:
             work.dispose()
-        request = MatrixRequest(dataset=f"{dataset.name}:{dataset.version}", budgets=("2M",), horizons=(1,), trials=UNREACHABLE_TARGET)
-        with contextlib.redirect_stdout(open(os.devnull, "w")):  # the plan table
+        request = MatrixRequest(dataset=f"{dataset.name}:{dataset.version}", trials=trials, **shape)
+        with contextlib.redirect_stdout(io.StringIO()):  # the plan table
             run_create_studies(url, request, with_baselines=False)
         yield str(make_url(url).database)
 

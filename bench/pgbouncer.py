@@ -44,7 +44,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from coordination import scenario_database  # noqa: E402
+from coordination import template_database  # noqa: E402
 
 from coordinator import db  # noqa: E402
 from tests.private_postgres import Server, private_pgbouncer, private_postgres  # noqa: E402
@@ -131,27 +130,6 @@ def launch(url: str, workers: int, sleep_s: float, stagger_s: float, log_dir: Pa
 # --------------------------------------------------------------------------------------------------
 # The database every fleet starts from
 
-
-@contextlib.contextmanager
-def template_database(admin_url: str, trials_per_study: int) -> Iterator[str]:
-    """Schema, a synthetic dataset and the default 12-study matrix with a target no fleet reaches in
-    the run (each slot of a target is a ledger row, so "unreachable" is sized to the run)."""
-    from coordinator.data import registry
-    from coordinator.data.synth import synthetic_series
-    from coordinator.studies import MatrixRequest, run_create_studies
-
-    with db.scratch_database(admin_url, "bench_bouncer_tmpl") as url:
-        db.init_db(url)
-        work = db.make_engine(url)
-        try:
-            registry.register_series(work, "SYN", synthetic_series(2500, 0), source="synth seed=0 (bench)")
-            dataset, _ = registry.build_dataset(work, "SYN")
-        finally:
-            work.dispose()
-        with contextlib.redirect_stdout(open(os.devnull, "w")):  # the plan table
-            request = MatrixRequest(dataset=f"{dataset.name}:{dataset.version}", trials=trials_per_study)
-            run_create_studies(url, request, with_baselines=False)
-        yield str(sa.engine.make_url(url).database)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,7 +284,8 @@ LOST_SQL = sa.text(
 def measure_fleet(mode: str, server: Server, admin_url: str, template: str, args: argparse.Namespace, deadline: float) -> Row:
     row = Row(mode, args.workers, 0, args.sleep)
     with contextlib.ExitStack() as stack:
-        database, direct_url = stack.enter_context(scenario_database(admin_url, template))
+        direct_url = stack.enter_context(db.scratch_database(admin_url, "bench_bouncer", template=template))
+        database = str(sa.engine.make_url(direct_url).database)
         bouncer_port = None
         url = direct_url
         if mode == "pgbouncer":
@@ -425,7 +404,7 @@ def main() -> None:
               f"{os.cpu_count()} CPUs, {available_gb():.1f} GB available; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC", flush=True)
         # 12 studies; even an ideal fleet finishes at most workers / S trials per second.
         trials_per_study = int(args.workers * (args.warmup_limit + args.window + 60) / args.sleep / 12) + 50
-        with template_database(admin_url, trials_per_study) as template:
+        with template_database(admin_url, "bench_bouncer_tmpl", trials=trials_per_study, matrix={}) as template:  # the default 12 studies
             print(f"# template ready after {time.monotonic() - started:.0f} s", flush=True)
             rows = []
             for mode in args.modes.split(","):
