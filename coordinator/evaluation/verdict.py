@@ -208,12 +208,9 @@ def sentence(horizon: int, slope: Interval | None, answer: ConfigSummary | None,
         return f"H = {horizon}: nothing evaluated yet."
     if slope is None:
         size = f"one model size only at H = {horizon} ({answer.runs.budget}): no slope to fit"
-    elif slope.low > 0:
-        size = f"AUC rises with size at H = {horizon}: slope {fmt(slope.value, True)} per decade, {ci} [{fmt(slope.low, True)}, {fmt(slope.high, True)}]"
-    elif slope.high < 0:
-        size = f"AUC falls with size at H = {horizon}: slope {fmt(slope.value, True)} per decade, {ci} [{fmt(slope.low, True)}, {fmt(slope.high, True)}]"
     else:
-        size = (f"no significant gain with size at H = {horizon}: slope {fmt(slope.value, True)} per decade, "
+        trend = "AUC rises with size" if slope.low > 0 else "AUC falls with size" if slope.high < 0 else "no significant gain with size"
+        size = (f"{trend} at H = {horizon}: slope {fmt(slope.value, True)} per decade, "
                 f"{ci} [{fmt(slope.low, True)}, {fmt(slope.high, True)}]")
     if best is None or answer.vs_best_baseline is None:
         return size + "; no baseline to compare with"
