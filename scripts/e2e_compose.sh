@@ -159,21 +159,7 @@ build_images() {
     log "images: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^($APP_IMAGE|$DB_IMAGE|$BASE_IMAGE) " | paste -sd, -)"
 }
 
-# Poll until SQL returns a row that is exactly "t", or fail after WAIT_LIMIT_S.
-wait_for() {
-    local what="$1" query="$2" start=$SECONDS
-    until [ "$(sql "$query" 2>/dev/null)" = "t" ]; do
-        [ $((SECONDS - start)) -lt "$WAIT_LIMIT_S" ] || fail "timed out waiting for: $what"
-        sleep 3
-    done
-}
-
-check() {
-    local what="$1" query="$2" got
-    got="$(sql "$query")"
-    [ "$got" = "t" ] || fail "$what (query returned '$got')"
-    log "ok  $what"
-}
+. "$REPO/scripts/e2e_checks.sh"  # wait_for, check
 
 # --- 1-2: engine, compose, images ----------------------------------------------------------------
 [ -x "$COORDINATOR" ] || fail "no $COORDINATOR: run \`make venv\` first"

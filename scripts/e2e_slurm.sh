@@ -157,19 +157,8 @@ log "private PostgreSQL on 127.0.0.1:$PG_PORT: TLS + scram-sha-256 only (plain-t
 
 sql() { psql "host=127.0.0.1 port=$PG_PORT user=scalesweep dbname=scalesweep sslmode=require" -X -q -t -A -F ' | ' -v ON_ERROR_STOP=1 -c "$1"; }
 table() { psql "host=127.0.0.1 port=$PG_PORT user=scalesweep dbname=scalesweep sslmode=require" -X -q -v ON_ERROR_STOP=1 -c "$1"; }
-wait_for() {
-    local what="$1" query="$2" start=$SECONDS
-    until [ "$(sql "$query" 2>/dev/null)" = "t" ]; do
-        [ $((SECONDS - start)) -lt "$WAIT_LIMIT_S" ] || fail "timed out waiting for: $what"
-        sleep 2
-    done
-}
-check() {
-    local what="$1" query="$2" got
-    got="$(sql "$query")"
-    [ "$got" = "t" ] || fail "$what (query returned '$got')"
-    log "ok  $what"
-}
+POLL_S=2
+. "$REPO/scripts/e2e_checks.sh"  # wait_for, check
 
 # --- 3. studies, then the job array -----------------------------------------------------------
 "$COORDINATOR" db init >/dev/null
