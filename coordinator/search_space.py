@@ -4,7 +4,7 @@ A `SearchSpace` is plain data (stored in every study spec, JSON round trip exact
 rebuilds exactly the space the study was created with. From it:
 
 - `feasible_architectures(space)`: every grid architecture whose exact parameter count
-  (`coordinator.params.count_params`) lies within ±tolerance of the budget.
+  (`coordinator.architecture.count_params`) lies within ±tolerance of the budget.
 - `suggest(trial, space)`: one `TrialConfig` from an Optuna trial. The architecture is drawn as a
   chain of categorical choices, each restricted to what is still feasible given its parents:
 

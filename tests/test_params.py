@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from coordinator.params import count_params, n_patches
+from coordinator.architecture import count_params, n_patches
 from coordinator.search_space import Architecture
 
 torch = pytest.importorskip("torch")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from coordinator.cli import app
 from coordinator.errors import UserError
-from coordinator.params import count_params
+from coordinator.architecture import count_params
 from coordinator.search_space import (
     CPU_BUDGETS,
     DEFAULT_BUDGETS,
