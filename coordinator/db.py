@@ -213,6 +213,18 @@ def connect(url: str, **kwargs: int) -> Engine:
     return engine
 
 
+def read_rows(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """Rows of the read model as dicts; a database without the views gets a one-line hint instead
+    of a traceback."""
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
+    except sa.exc.ProgrammingError as exc:
+        if "does not exist" in str(exc):
+            raise UserError(f"the database has no read model ({first_line(exc)}): run `coordinator db init`") from None
+        raise
+
+
 def describe(url: str) -> str:
     u = make_url(url)
     where = u.host or u.query.get("host") or "localhost"

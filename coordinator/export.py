@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from coordinator import db
 from coordinator.app import engine_for
 from coordinator.datasets import select_dataset_rows
 from coordinator.errors import UserError
@@ -41,7 +42,7 @@ def export_command(
     if out is not None and out.is_dir():
         raise UserError(f"--out {out} is a folder, not a file")
     with engine_for(ctx) as engine:
-        rows = reports.query(engine, "SELECT * FROM trial_results ORDER BY study_name, trial_number")
+        rows = db.read_rows(engine, "SELECT * FROM trial_results ORDER BY study_name, trial_number")
         columns = reports.view_columns(engine, "trial_results")
         chosen_names = {r["study_name"] for r in reports.select_studies(reports.study_progress(engine), studies)}
     rows = select_dataset_rows([r for r in rows if r["study_name"] in chosen_names], dataset, explicit_studies=studies is not None)

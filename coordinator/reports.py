@@ -35,17 +35,6 @@ Row = dict[str, Any]
 # Reading the read model
 
 
-def query(engine: sa.Engine, sql: str, **params: Any) -> list[Row]:
-    """Rows as dicts; a database without the views gets a one-line hint instead of a traceback."""
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
-    except sa.exc.ProgrammingError as exc:
-        if "does not exist" in str(exc):
-            raise UserError(f"the database has no read model ({db.first_line(exc)}): run `coordinator db init`") from None
-        raise
-
-
 def matches(name: str, globs: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, g) for g in globs)
 
@@ -63,7 +52,7 @@ def select_studies(rows: list[Row], pattern: str | None) -> list[Row]:
 
 
 def study_progress(engine: sa.Engine, pattern: str | None = None) -> list[Row]:
-    rows = query(engine, "SELECT * FROM study_progress ORDER BY horizon NULLS LAST, budget_params NULLS LAST, study_name")
+    rows = db.read_rows(engine, "SELECT * FROM study_progress ORDER BY horizon NULLS LAST, budget_params NULLS LAST, study_name")
     return select_studies(rows, pattern)
 
 
@@ -72,14 +61,14 @@ def leaderboard(engine: sa.Engine, pattern: str | None = None) -> list[Row]:
         select_studies(study_progress(engine), pattern)  # unknown study: error even if nothing completed yet
     from coordinator.evaluation.report import with_test_auc
 
-    rows = query(engine, "SELECT * FROM leaderboard ORDER BY horizon NULLS LAST, budget_params NULLS LAST, study_name")
+    rows = db.read_rows(engine, "SELECT * FROM leaderboard ORDER BY horizon NULLS LAST, budget_params NULLS LAST, study_name")
     globs = split_globs(pattern)
     # Once evaluated, the test AUC (with interval) of the study's answer sits next to its validation objective.
     return with_test_auc(engine, rows if globs is None else [r for r in rows if matches(r["study_name"], globs)])
 
 
 def completed_trials(engine: sa.Engine) -> list[Row]:
-    return query(
+    return db.read_rows(
         engine,
         """
         SELECT study_name, budget, budget_params, horizon, dataset_name, dataset_version, trial_number,
@@ -100,7 +89,7 @@ def baselines(engine: sa.Engine) -> list[Row]:
     needed = {"dataset_name", "dataset_version", "horizon", "model", "val_auc"}
     if not needed <= columns:
         return []
-    return query(engine, "SELECT dataset_name, dataset_version, horizon, model, val_auc FROM baselines WHERE val_auc IS NOT NULL")
+    return db.read_rows(engine, "SELECT dataset_name, dataset_version, horizon, model, val_auc FROM baselines WHERE val_auc IS NOT NULL")
 
 
 # --------------------------------------------------------------------------------------------------

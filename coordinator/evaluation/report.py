@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+from coordinator import db
 from coordinator.figures import finish_figure, format_count
 
 Row = dict[str, Any]
@@ -26,20 +27,15 @@ def has_evaluation(engine: sa.Engine) -> bool:
         return conn.execute(sa.text("SELECT to_regclass('scaling') IS NOT NULL AND to_regclass('final_results') IS NOT NULL")).scalar_one()
 
 
-def read(engine: sa.Engine, sql: str, **params: Any) -> list[Row]:
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
-
-
 def answer_rows(engine: sa.Engine, dataset_name: str, dataset_version: int) -> tuple[list[Row], list[Row], list[Row]]:
     """(scaling rows, final_results rows, evaluation_baselines rows) of one dataset version."""
     if not has_evaluation(engine):
         return [], [], []
     key = {"n": dataset_name, "v": dataset_version}
-    scaling = read(engine, "SELECT * FROM scaling WHERE dataset_name = :n AND dataset_version = :v ORDER BY horizon", **key)
-    final = read(engine, "SELECT * FROM final_results WHERE dataset_name = :n AND dataset_version = :v "
+    scaling = db.read_rows(engine, "SELECT * FROM scaling WHERE dataset_name = :n AND dataset_version = :v ORDER BY horizon", **key)
+    final = db.read_rows(engine, "SELECT * FROM final_results WHERE dataset_name = :n AND dataset_version = :v "
                          "ORDER BY horizon, budget_params, rank", **key)
-    baselines = read(engine, "SELECT * FROM evaluation_baselines WHERE dataset_name = :n AND dataset_version = :v "
+    baselines = db.read_rows(engine, "SELECT * FROM evaluation_baselines WHERE dataset_name = :n AND dataset_version = :v "
                              "ORDER BY horizon, val_auc DESC", **key)
     return scaling, final, baselines
 
@@ -179,7 +175,7 @@ def html_section(engine: sa.Engine, dataset_name: str, dataset_version: int, out
         curves_png.unlink(missing_ok=True)
         return ("<h2>The answer</h2><p class='note'>Not evaluated yet: run <code>coordinator evaluate</code> "
                 "(re-trains the best configurations with fresh seeds and scores them once on the test split).</p>")
-    runs = read(engine, """
+    runs = db.read_rows(engine, """
         SELECT e.study_name, e.rank, e.seed, e.best_epoch, e.epochs_run, e.max_epochs, e.epochs, sp.horizon, sp.budget, sp.budget_params
         FROM evaluation_runs e JOIN study_specs sp ON sp.study_name = e.study_name
         JOIN evaluation_protocols p ON p.study_name = e.study_name AND p.protocol_sha256 = e.protocol_sha256
@@ -225,7 +221,7 @@ def with_test_auc(engine: sa.Engine, board: list[Row]) -> list[Row]:
     once evaluated: keys test_auc, test_auc_low, test_auc_high, test_auc_ci (None before)."""
     found: dict[str, Row] = {}
     if board and has_evaluation(engine):
-        found = {r["study_name"]: r for r in read(engine, "SELECT study_name, test_auc, test_auc_low, test_auc_high FROM final_results "
+        found = {r["study_name"]: r for r in db.read_rows(engine, "SELECT study_name, test_auc, test_auc_low, test_auc_high FROM final_results "
                                                           "WHERE chosen AND study_name = ANY(:names)", names=[b["study_name"] for b in board])}
     out = []
     for b in board:
