@@ -21,9 +21,13 @@ from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
+import optuna
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from coordinator.data.registry import load_dataset
+from coordinator.data.samples import make_samples
+from coordinator.data.splits import Splits
 from coordinator.lifecycle.claims import ClaimedItem
 from coordinator.lifecycle.ledger import EVALUATION
 from coordinator.store.tables import evaluation_protocols, evaluation_runs, study_specs
@@ -47,10 +51,6 @@ def load_spec(engine: sa.Engine, study_name: str) -> StudySpec:
 
 def study_samples(engine: sa.Engine, spec: StudySpec, cache: dict[tuple, Any] | None = None) -> Any:
     """The study's samples (the same the trials used), its dataset hash checked against the spec."""
-    from coordinator.data.registry import load_dataset
-    from coordinator.data.samples import make_samples
-    from coordinator.data.splits import Splits
-
     ref = spec.dataset
     key = (ref.name, ref.version, spec.horizon, spec.label.threshold, spec.context, json.dumps(spec.splits, sort_keys=True))
     if cache is not None and key in cache:
@@ -66,8 +66,6 @@ def study_samples(engine: sa.Engine, spec: StudySpec, cache: dict[tuple, Any] | 
 
 def config_for(spec: StudySpec, params: dict[str, Any], trial_number: int, seed: int) -> TrialConfig:
     """The configuration of a search trial (its sampled params through the same `suggest`), with `seed`."""
-    import optuna
-
     config = suggest(optuna.trial.FixedTrial(params, number=trial_number), SearchSpace.from_dict(spec.search_space))
     return replace(config, seed=seed)
 
@@ -141,8 +139,6 @@ def evaluate_run(
 @register(EVALUATION)
 def run_evaluation(context: WorkerContext, item: ClaimedItem) -> Outcome:
     """One attempt of one evaluation run (the ledger does the claim, heartbeats, reaping, retries)."""
-    import optuna
-
     from worker.train import TrialFailed, TrialInterrupted
 
     if context.synthetic is not None:

@@ -29,11 +29,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from coordinator.data.registry import load_dataset
+from coordinator.data.samples import make_samples
+from coordinator.data.splits import Splits
 from coordinator.errors import UserError
 from coordinator.lifecycle import claims, optuna_adapter, outcomes, reaper
 from coordinator.lifecycle.claims import BUSY, ClaimedItem, StudyEntry
 from coordinator.lifecycle.reconnect import DatabaseUnavailable, with_reconnect
 from coordinator.lifecycle.settings import Liveness
+from coordinator.store import engines
 from coordinator.studies.spec import StudySpec
 from coordinator.version import code_version
 from worker import leases
@@ -112,7 +116,6 @@ class Worker:
     def run(self) -> int:
         """Returns the exit code: 0 when done or stopped cleanly, 1 after repeated unexpected errors."""
         self.install_signal_handlers()
-        from coordinator.store import engines
 
         engines.connect(self.options.url).dispose()  # a bad URL or a dead server: one clear line, now
         self.storage = with_reconnect(lambda: optuna_adapter.open_storage(self.options.url), "open the storage")
@@ -361,8 +364,6 @@ class Worker:
     # ---------------------------------------------------------------- data
 
     def dataset(self, name: str, version: int) -> Any:
-        from coordinator.data.registry import load_dataset
-
         key = (name, version)
         if key not in self.datasets_cache:
             self.datasets_cache[key] = with_reconnect(lambda: load_dataset(self.engine, name, version), "load the dataset")
@@ -370,9 +371,6 @@ class Worker:
 
     def samples_for(self, spec: StudySpec) -> Any:
         """The study's samples, built once per process (its dataset was checked against the spec)."""
-        from coordinator.data.samples import make_samples
-        from coordinator.data.splits import Splits
-
         ref = spec.dataset
         key = (ref.name, ref.version, spec.horizon, spec.label.threshold, spec.context, json.dumps(spec.splits, sort_keys=True))
         if key in self.samples_cache:

@@ -21,6 +21,7 @@ from coordinator.lifecycle import optuna_adapter, outcomes
 from coordinator.lifecycle.claims import ClaimedItem
 from coordinator.lifecycle.ledger import SEARCH
 from coordinator.lifecycle.reconnect import with_reconnect
+from coordinator.studies.search_space import SearchSpace
 from worker.executors import Outcome, WorkerContext, register
 
 log = logging.getLogger("scalesweep")
@@ -33,8 +34,6 @@ class Stopped(Exception):
 @register(SEARCH)
 def run_search(context: WorkerContext, item: ClaimedItem) -> Outcome:
     """Build and train the sampled trial; every way it can end becomes an Outcome."""
-    from coordinator.studies.search_space import SearchSpace
-
     spec = item.study.spec
     config = item.config
     space = SearchSpace.from_dict(spec.search_space)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -180,8 +182,6 @@ def list_command(
         return
     if format == OutputFormat.csv:
         # One table per call keeps CSV rectangular: the datasets (what commands take as --dataset).
-        import csv
-        import sys
 
         columns = ["name", "version", "tier", "rows", "start_date", "end_date", "sha256", "sources", "created_at"]
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n", extrasaction="ignore")

@@ -26,8 +26,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
+from threadpoolctl import threadpool_limits
 
 from coordinator.store.tables import baselines
 from coordinator.studies.metrics import binary_metrics
@@ -87,8 +89,6 @@ def stationary_features(samples: Samples) -> tuple[np.ndarray, list[str]]:
     Every value on day t uses days <= t only (trailing windows); the first days are NaN and are
     never a sample (samples start `context` days in).
     """
-    import pandas as pd
-
     frame = pd.DataFrame(samples.features.astype(np.float64), columns=samples.input_columns)
     close = frame["close"]
     log_return = np.log(close).diff()
@@ -138,8 +138,6 @@ def last_day_features(samples: Samples, columns: tuple[str, ...] | None = None) 
 
 def compute_baselines(samples: Samples) -> list[dict[str, Any]]:
     """One dict per model: n_* sizes, val_* and pred_* (as trials), test_* and test_pred_*."""
-    from threadpoolctl import threadpool_limits
-
     inputs = {"all": last_day_features(samples), "volatility": last_day_features(samples, VOLATILITY_INPUTS)}
     results = []
     for name in MODELS:

@@ -17,7 +17,11 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from coordinator.data.registry import load_dataset
+from coordinator.data.samples import make_samples
+from coordinator.data.splits import Splits
 from coordinator.errors import UserError
+from coordinator.evaluation import baselines as bl
 from coordinator.evaluation.protocol import EvaluationProtocol, wide_note_for
 from coordinator.evaluation.verdict import BaselineScores, ConfigRuns, HorizonVerdict, summarise_horizon
 from coordinator.store.tables import (
@@ -100,10 +104,6 @@ def compute_verdicts(engine: sa.Engine, dataset_name: str, dataset_version: int 
 
 def split_test_labels(engine: sa.Engine, spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
     """(positions, labels) of the study's test split, rebuilt from its dataset version."""
-    from coordinator.data.registry import load_dataset
-    from coordinator.data.samples import make_samples
-    from coordinator.data.splits import Splits
-
     dataset = load_dataset(engine, spec.dataset.name, spec.dataset.version)
     samples = make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
     positions = samples.index["test"]
@@ -112,11 +112,6 @@ def split_test_labels(engine: sa.Engine, spec: StudySpec) -> tuple[np.ndarray, n
 
 def baseline_scores(engine: sa.Engine, spec: StudySpec, positions: np.ndarray) -> list[BaselineScores]:
     """The baselines' test predictions on the same test days; computed and stored if missing."""
-    from coordinator.data.registry import load_dataset
-    from coordinator.data.samples import make_samples
-    from coordinator.data.splits import Splits
-    from coordinator.evaluation import baselines as bl
-
     t = bl.baselines
     where = (t.c.dataset_name == spec.dataset.name, t.c.dataset_version == spec.dataset.version, t.c.horizon == spec.horizon)
     with engine.connect() as conn:
