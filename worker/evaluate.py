@@ -83,7 +83,7 @@ def evaluate_run(
     samples_for: Callable[[StudySpec], Any] | None = None,
 ) -> dict[str, Any]:
     """Train and score one (study, rank, seed) run and store its row; returns the row."""
-    from worker.train import train
+    from worker.train import TrainOptions, train
 
     started = time.monotonic()
     study = payload["study_name"]
@@ -94,8 +94,8 @@ def evaluate_run(
     spec = load_spec(engine, study)
     samples = samples_for(spec) if samples_for is not None else study_samples(engine, spec)
     config = config_for(spec, payload["params"], payload["trial_number"], int(payload["seed"]))
-    result = train(config, samples, device=device, objective=spec.objective.metric, should_stop=should_stop, on_step=on_step,
-                   score_test=True)
+    options = TrainOptions(device=device, objective=spec.objective.metric, should_stop=should_stop, on_step=on_step, score_test=True)
+    result = train(config, samples, options)
     assert result.test_predictions is not None
     positions = samples.index["test"]
     test = binary_metrics(samples.labels[positions], result.test_predictions, prefix="test_", pred_prefix="test_")

@@ -54,19 +54,18 @@ def run_search(context: WorkerContext, item: ClaimedItem) -> Outcome:
 
 
 def train(context: WorkerContext, item: ClaimedItem, samples: Any, details: dict[str, Any]) -> Outcome:
-    from worker.train import TrialFailed, TrialInterrupted, train
+    from worker.train import TrainOptions, TrialFailed, TrialInterrupted, train
 
     spec = item.study.spec
     try:
-        result = train(
-            item.config,
-            samples,
+        options = TrainOptions(
             device=context.device,
             objective=spec.objective.metric,
             on_epoch=epoch_reporter(context, item),
             on_step=context.progress,
             should_stop=context.should_stop,
         )
+        result = train(item.config, samples, options)
     except TrialFailed as exc:
         return Outcome("FAIL", reason=str(exc), details=details)
     except TrialInterrupted:
