@@ -46,12 +46,12 @@ import torch.nn.functional as F
 from coordinator.studies.architecture import count_params
 from coordinator.studies.metrics import binary_metrics
 from coordinator.studies.search_space import TrialConfig
+from coordinator.studies.spec import OBJECTIVES
 from worker.model import PatchTST, n_params
 
 if TYPE_CHECKING:
     from coordinator.data.samples import Samples
 
-OBJECTIVES = {"val_auc": "maximize", "val_loss": "minimize"}
 COLLAPSE_STD = 1e-4  # val predictions whose std (in probability) stays below this are a constant
 NAN_CHECK_EVERY = 10  # optimizer steps between checks of the running loss (each check syncs the GPU)
 EVAL_BATCH_FACTOR = 4  # evaluation keeps no activations, so it can use a larger batch
