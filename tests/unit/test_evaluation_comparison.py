@@ -5,6 +5,7 @@ Every random input is seeded; bootstrap replicates are few (300) so the file run
 
 from __future__ import annotations
 
+import math
 from importlib.metadata import version
 from statistics import NormalDist
 
@@ -194,16 +195,26 @@ def test_detectable_slope_per_decade_comes_from_the_slope_replicates() -> None:
 
 
 def test_folds_and_seeds_needed_follow_the_square_root_rule() -> None:
-    halve = folds_and_seeds_needed(0.12, 0.06, current_folds=3, current_seeds=3)
-    assert halve.folds == 12
+    halve = folds_and_seeds_needed(0.12, 0.06, current_folds=3, current_seeds=3, current_days=639)
+    assert (halve.folds, halve.test_days) == (12, 4 * 639)  # half the width: four times the days
     assert halve.seeds is None  # all of the variance is sampling: seeds cannot help
     seeds_only = folds_and_seeds_needed(0.12, 0.06, current_folds=3, current_seeds=3, seed_share=1.0)
-    assert (seeds_only.folds, seeds_only.seeds) == (12, 12)
-    mixed = folds_and_seeds_needed(0.10, 0.09, current_folds=4, current_seeds=5, seed_share=0.5)
-    assert mixed.folds == 5 and mixed.seeds is not None and mixed.seeds > 5
+    assert (seeds_only.folds, seeds_only.seeds, seeds_only.test_days) == (None, 12, None)
     wide = folds_and_seeds_needed(0.05, 0.10, current_folds=3, current_seeds=2)
     assert (wide.folds, wide.seeds) == (3, 2)
-    assert "1/sqrt" in wide.assumption
+    assert "1/test days" in wide.assumption
+
+
+def test_folds_and_seeds_needed_reach_the_target_width_under_their_own_assumption() -> None:
+    share, f0, s0, width = 0.4, 4, 5, 0.10
+    p = folds_and_seeds_needed(width, 0.09, current_folds=f0, current_seeds=s0, seed_share=share)
+    assert p.folds is not None and p.seeds is not None and p.folds > f0 and p.seeds > s0
+
+    def projected_width(folds: int, seeds: int) -> float:
+        return width * math.sqrt((1 - share) * f0 / folds + share * s0 / seeds)
+
+    assert projected_width(p.folds, s0) <= 0.09 < projected_width(p.folds - 1, s0)
+    assert projected_width(f0, p.seeds) <= 0.09 < projected_width(f0, p.seeds - 1)
 
 
 # --- calibration ----------------------------------------------------------------------------------
