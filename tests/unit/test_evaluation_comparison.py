@@ -12,8 +12,9 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 from packaging.version import Version
+from sklearn.metrics import roc_auc_score
 
-from coordinator.evaluation.bootstrap import slope_per_decade
+from coordinator.evaluation.bootstrap import day_counts, percentile_interval, slope_per_decade, weighted_auc
 from coordinator.evaluation.comparison import (
     ARCH_BOOTSTRAP,
     block_length,
@@ -28,6 +29,7 @@ from coordinator.evaluation.comparison import (
     spa_test,
 )
 from coordinator.studies.metrics import EPS, binary_metrics, log_loss
+from tests.unit.test_evaluation_bootstrap import overlapping_window_series
 
 REPS = 300
 
@@ -240,3 +242,21 @@ def test_brier_decomposition_adds_up_when_predictions_are_constant_within_bins()
     assert parts.brier == pytest.approx(binary_metrics(labels, probs)["val_brier"])
     assert parts.brier == pytest.approx(parts.reliability - parts.resolution + parts.uncertainty)
     assert parts.reliability > 0.005  # the 0.8 bin observes about 0.6
+
+
+def test_the_automatic_block_gives_an_interval_near_the_true_width_on_overlapping_windows() -> None:
+    # The truth: the spread of the AUC over many independent series of the same process (H = 10).
+    horizon, n = 10, 800
+    true_width = 2 * 1.96 * np.std([roc_auc_score(*overlapping_window_series(n, horizon, seed=1000 + s)) for s in range(200)])
+    widths, blocks = [], []
+    for seed in range(4):
+        labels, scores = overlapping_window_series(n, horizon, seed)
+        probs = 1 / (1 + np.exp(-0.15 * scores))
+        weaker = 1 / (1 + np.exp(-0.05 * (scores + 3 * np.random.default_rng(seed + 50).standard_normal(n))))
+        difference = per_day_losses(labels, probs)["log_loss"] - per_day_losses(labels, weaker)["log_loss"]
+        blocks.append(block_length(difference, horizon))
+        counts = day_counts(n, blocks[-1], 1000, np.random.default_rng(seed))
+        low, high = percentile_interval(weighted_auc(labels, scores, counts))
+        widths.append(high - low)
+    assert min(blocks) >= horizon
+    assert abs(np.mean(widths) - true_width) < 0.15 * true_width, (widths, true_width, blocks)
