@@ -40,7 +40,8 @@ from coordinator.studies.samples import SamplesCache
 from coordinator.studies.spec import StudySpec
 from coordinator.version import code_version
 from worker import leases
-from worker.executors import Outcome, load_executors
+from worker import evaluate, search  # noqa: F401  (importing them registers the executors of their kinds)
+from worker.executors import EXECUTORS, Outcome
 
 log = logging.getLogger("scalesweep")
 
@@ -76,7 +77,7 @@ class Worker:
         self.stop = threading.Event()
         self.storage: optuna_adapter.Storage | None = None
         self.entries: list[StudyEntry] = []
-        self.executors = load_executors()
+        self.executors = dict(EXECUTORS)
         self.device = "cpu"
         self.lease: leases.Lease | None = None
         self.running: ClaimedItem | None = None  # beaten by the heartbeat thread while set
