@@ -364,7 +364,8 @@ class Service:
         self.workdir = workdir
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.env["SCALESWEEP_HOME"] = str(workdir / "home")
-        self.env.pop("HPO_DATABASE_URL", None)
+        self.env.pop("SCALESWEEP_DATABASE_URL", None)
+        self.env.pop("HPO_DATABASE_URL", None)  # the deprecated name, still read
         self.embedded = url is None
         self.url = url or self.cli("coordinator", "db", "url").strip().splitlines()[-1]
 

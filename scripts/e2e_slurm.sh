@@ -149,7 +149,7 @@ export PGPASSWORD="$PASSWORD"
 psql "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres sslmode=require" -X -q -v ON_ERROR_STOP=1 \
     -c "CREATE ROLE scalesweep LOGIN CREATEROLE PASSWORD '$PASSWORD'" -c "CREATE DATABASE scalesweep OWNER scalesweep"
 # The password reaches the workers through PGPASSWORD (exported by sbatch), never a file or the URL.
-export HPO_DATABASE_URL="postgresql://scalesweep@127.0.0.1:$PG_PORT/scalesweep?sslmode=require"
+export SCALESWEEP_DATABASE_URL="postgresql://scalesweep@127.0.0.1:$PG_PORT/scalesweep?sslmode=require"
 if psql "host=127.0.0.1 port=$PG_PORT user=scalesweep dbname=scalesweep sslmode=disable" -X -c "SELECT 1" >/dev/null 2>&1; then
     fail "the database accepted a connection without TLS"
 fi

@@ -34,7 +34,7 @@ def work(
     max_retry: Annotated[Optional[int], typer.Option("--max-retry", min=0, help="Retries of a lost trial; default $SCALESWEEP_MAX_RETRY or 2.")] = None,
     gpu_share: Annotated[Optional[int], typer.Option("--gpu-share", min=1, help="Workers per GPU; default $SCALESWEEP_GPU_SHARE or 1.")] = None,
 ) -> None:
-    """Pull trials from PostgreSQL, train them, report them; exit 0 when every target is met."""
+    """Pull trials from PostgreSQL, train them, record their results; exit 0 when every target is met."""
     name = worker_id or default_worker_id()
     configure_logging(name)
     options = WorkerOptions(

@@ -7,7 +7,8 @@ An executor runs one attempt of one item and returns its Outcome; the worker loo
 (claim, heartbeats, finishing the attempt, retries). It must call `context.progress(n)` as it
 advances (the stall detector watches that counter) and return promptly once `context.should_stop()`
 is true (Outcome state STOPPED). Exceptions other than the ones below become FAIL with the error.
-`search` (an Optuna trial: train, or sleep with `worker --synthetic`) lives in worker/search.py.
+`search` (an Optuna trial: train, or sleep with `worker --synthetic`) lives in worker/search.py;
+worker/loop.py imports the modules that register executors, with plain imports.
 Store results of other kinds in your own tables keyed by `item.item_id` / `item.attempt_id`.
 """
 
@@ -56,16 +57,3 @@ def register(kind: str) -> Callable[[Executor], Executor]:
         return executor
 
     return add
-
-
-def load_executors() -> dict[str, Executor]:
-    """Every registered kind (importing the modules that register them; a missing one is skipped)."""
-    import importlib
-
-    for module in ("worker.search", "worker.evaluate"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-    return EXECUTORS

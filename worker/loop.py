@@ -1,4 +1,4 @@
-"""The worker: claim an item, run it, report it, repeat until every selected study meets its target.
+"""The worker: claim an item, run it, finish its attempt, repeat until every selected study meets its target.
 
     while not stopped:
         claim an item of the study furthest behind        -> one transaction, exact counts (ledger)
@@ -40,7 +40,8 @@ from coordinator.studies.samples import SamplesCache
 from coordinator.studies.spec import StudySpec
 from coordinator.version import code_version
 from worker import leases
-from worker.executors import Outcome, load_executors
+from worker import evaluate, search  # noqa: F401  (importing them registers the executors of their kinds)
+from worker.executors import EXECUTORS, Outcome
 
 log = logging.getLogger("scalesweep")
 
@@ -76,13 +77,13 @@ class Worker:
         self.stop = threading.Event()
         self.storage: optuna_adapter.Storage | None = None
         self.entries: list[StudyEntry] = []
-        self.executors = load_executors()
+        self.executors = dict(EXECUTORS)
         self.device = "cpu"
         self.lease: leases.Lease | None = None
         self.running: ClaimedItem | None = None  # beaten by the heartbeat thread while set
         self.steps = 0  # the running attempt's progress counter
         self.lost = threading.Event()  # the running attempt was reaped while it ran
-        self.reporting = False  # the main thread is finishing the running attempt (its end is ours, not a reaping)
+        self.finishing = False  # the main thread is finishing the running attempt (its end is ours, not a reaping)
         self.done_trials = 0
         self.unexpected_errors = 0
         self.samples_cache = SamplesCache(self.dataset)
@@ -229,9 +230,9 @@ class Worker:
         item = self.running
         if item is not None and not claims.heartbeat(self.engine, item.attempt_id, self.steps):
             # No row back: the attempt is no longer RUNNING. That is a reaping only if we have not
-            # begun reporting it ourselves and it is still the one we run (the main thread may have
+            # begun finishing it ourselves and it is still the one we run (the main thread may have
             # finished it, or moved on to the next, while this beat was on its way).
-            if self.running is not item or self.reporting:
+            if self.running is not item or self.finishing:
                 return
             if not self.lost.is_set():
                 log.warning("trial %s was reaped while it ran (see trial_results.reason); stopping it", item.label)
@@ -248,7 +249,7 @@ class Worker:
             if self.stop.wait(interval):
                 if self.running is None:
                     return
-                time.sleep(interval)  # stopping: keep the attempt alive until it has been reported
+                time.sleep(interval)  # stopping: keep the attempt alive until it has been finished
             try:
                 self.beat()
                 if not self.stop.is_set():
@@ -317,7 +318,7 @@ class Worker:
     def run_item(self, item: ClaimedItem) -> None:
         self.steps = 0
         self.lost.clear()
-        self.reporting = False
+        self.finishing = False
         self.running = item
         started = time.monotonic()
         log.info("trial %s claimed (attempt %d, sampler seed %s)", item.label, item.attempt, item.sampler_seed)
@@ -334,14 +335,14 @@ class Worker:
             outcome = Outcome("FAIL", reason=f"unexpected error: {type(exc).__name__}: {exc}"[:500])
             self.unexpected_errors += 1
         outcome.details.setdefault("duration_s", time.monotonic() - started)
-        self.reporting = True
+        self.finishing = True
         try:
-            with_reconnect(lambda: self.report(item, outcome), f"report trial {item.label}", on_reconnect=self.beat)
+            with_reconnect(lambda: self.finish(item, outcome), f"finish trial {item.label}", on_reconnect=self.beat)
         finally:
             self.running = None
         self.done_trials += 1
 
-    def report(self, item: ClaimedItem, outcome: Outcome) -> None:
+    def finish(self, item: ClaimedItem, outcome: Outcome) -> None:
         """Finish the attempt in the ledger (with its record), then tell Optuna the same."""
         state, reason, retry = outcome.state, outcome.reason, False
         if state == "STOPPED":

@@ -24,6 +24,7 @@ import typer
 import yaml
 
 from coordinator.errors import UserError
+from coordinator.store import urls
 
 APP = "scalesweep"
 POSTGRES_USER = "scalesweep"
@@ -134,7 +135,7 @@ def worker_job(values: Values) -> dict[str, Any]:
         "imagePullPolicy": values.image_pull_policy,
         "args": ["worker", "--studies", values.studies, "--device", "cuda" if values.gpus_per_worker else "cpu"],
         "env": [
-            secret_env("HPO_DATABASE_URL", values.database_secret, "url"),
+            secret_env(urls.ENV_URL, values.database_secret, "url"),
             {"name": "SCALESWEEP_GPU_SHARE", "value": "1"},
         ],
         "resources": resources,
@@ -248,8 +249,8 @@ def dashboard_objects(values: Values) -> list[dict[str, Any]]:
                             "image": values.image,
                             "imagePullPolicy": values.image_pull_policy,
                             # $(VAR) is expanded by Kubernetes from the container's env: no shell, no copy of the URL.
-                            "args": ["optuna-dashboard", "--host", "0.0.0.0", "--port", str(values.dashboard_port), "$(HPO_DATABASE_URL)"],
-                            "env": [secret_env("HPO_DATABASE_URL", values.database_secret, "url")],
+                            "args": ["optuna-dashboard", "--host", "0.0.0.0", "--port", str(values.dashboard_port), f"$({urls.ENV_URL})"],
+                            "env": [secret_env(urls.ENV_URL, values.database_secret, "url")],
                             "ports": [{"name": "http", "containerPort": values.dashboard_port}],
                             "readinessProbe": {**http, "periodSeconds": 10},
                             "livenessProbe": {**http, "initialDelaySeconds": 30, "periodSeconds": 30},

@@ -10,7 +10,6 @@ Slurm's `--gres` and only recorded by the worker, `--requeue` for preemption, on
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -98,7 +97,7 @@ def default_worker_command() -> tuple[str, ...]:
 
 def check_database_url_in_env() -> None:
     """`sbatch` hands the submitting environment to the job: the URL must be there, and sound."""
-    raw = os.environ.get(urls.ENV_URL)
+    raw = urls.env_setting(urls.ENV_URL)
     if not raw:
         raise UserError(f"${urls.ENV_URL} is not set: export it (password in the URL, $PGPASSWORD or ~/.pgpass) before --submit")
     urls.normalise_url(raw)
@@ -126,7 +125,7 @@ def slurm_command(
     log_dir: Annotated[Path, typer.Option("--log-dir", help="One log per array task here (created now; Slurm does not).")] = Path("slurm-logs"),
     worker: Annotated[Optional[str], typer.Option("--worker-command", help="How nodes start a worker (default: this installation's).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the batch script.")] = Path("scalesweep-workers.sbatch"),
-    submit_now: Annotated[bool, typer.Option("--submit", help="Submit it with sbatch (needs $HPO_DATABASE_URL).")] = False,
+    submit_now: Annotated[bool, typer.Option("--submit", help="Submit it with sbatch (needs $SCALESWEEP_DATABASE_URL).")] = False,
 ) -> None:
     """Write (and with --submit, submit) an sbatch job array of workers."""
     job = SlurmJob(

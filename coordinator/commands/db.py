@@ -19,7 +19,7 @@ def db_init(
     ctx: typer.Context,
     reader_password: Annotated[
         Optional[str],
-        typer.Option("--reader-password", envvar=roles.ENV_READER_PASSWORD, show_envvar=True,
+        typer.Option("--reader-password", envvar=urls.ENV_READER_PASSWORD, show_envvar=True,
                      help=f"Set the login password of the read-only role {roles.READER_ROLE} (for password-auth servers)."),
     ] = None,
 ) -> None:

@@ -1,7 +1,7 @@
 """`coordinator local --workers N [--preset smoke] [--dataset NAME[:VERSION]]`: the whole service on
 one machine, one command.
 
-1. the database: `--database-url` / $HPO_DATABASE_URL, else the embedded PostgreSQL; `db init`;
+1. the database: `--database-url` / $SCALESWEEP_DATABASE_URL, else the embedded PostgreSQL; `db init`;
 2. a dataset, never silently another one: `--dataset` when given; else the one the existing studies
    use (a second run resumes them); else the only registered one; with several, it refuses with the
    list. With none registered: SPY (and VIX) from $SCALESWEEP_DATA (default ../shared/data), else

@@ -1,14 +1,13 @@
 """Connecting: which database (`resolve_url`), small self-healing pools, Optuna's storage on the
 same database, and scratch databases for tests and benchmarks.
 
-URL resolution order: `--database-url`, then `HPO_DATABASE_URL`, then the embedded PostgreSQL
+URL resolution order: `--database-url`, then `SCALESWEEP_DATABASE_URL` (or the deprecated `HPO_DATABASE_URL`), then the embedded PostgreSQL
 (coordinator.store.embedded).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,12 +18,12 @@ from sqlalchemy.engine import Engine, make_url
 
 from coordinator.errors import UserError, first_line
 from coordinator.store.embedded import embedded_url
-from coordinator.store.urls import ENV_URL, describe, normalise_url, redact
+from coordinator.store.urls import ENV_URL, describe, env_setting, normalise_url, redact
 
 
 def resolve_url(cli_url: str | None = None) -> str:
     """The SQLAlchemy URL to use (psycopg 3 driver), starting the embedded server if needed."""
-    raw = cli_url or os.environ.get(ENV_URL)
+    raw = cli_url or env_setting(ENV_URL)
     if not raw:
         return embedded_url()
     return normalise_url(raw)

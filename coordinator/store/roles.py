@@ -6,7 +6,6 @@ import sqlalchemy as sa
 from psycopg import sql
 
 READER_ROLE = "hpo_reader"
-ENV_READER_PASSWORD = "HPO_READER_PASSWORD"
 # Large objects are the one thing any role can create without a privilege on a table or schema.
 LARGE_OBJECT_CREATORS = ("lo_create(oid)", "lo_creat(integer)", "lo_from_bytea(oid, bytea)", "lo_import(text)", "lo_import(text, oid)")
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 
 import sqlalchemy as sa
 
 from coordinator.store import migrations
 from coordinator.store.engines import connect, optuna_storage
-from coordinator.store.roles import ENV_READER_PASSWORD, create_reader_role
+from coordinator.store.roles import create_reader_role
+from coordinator.store.urls import ENV_READER_PASSWORD, env_setting
 
 
 def init_db(url: str, reader_password: str | None = None) -> list[str]:
@@ -17,10 +17,10 @@ def init_db(url: str, reader_password: str | None = None) -> list[str]:
 
     Optuna creates or checks its own tables; ours are migrated by coordinator.store.migrations (Alembic,
     version table `scalesweep_alembic_version`); the read model (sql/) is rebuilt from scratch.
-    `reader_password` (default $HPO_READER_PASSWORD) sets the login password of the read-only role,
+    `reader_password` (default $SCALESWEEP_READER_PASSWORD) sets the login password of the read-only role,
     so it can connect to servers that ask for one (scram); without it the role keeps its password.
     """
-    reader_password = reader_password or os.environ.get(ENV_READER_PASSWORD) or None
+    reader_password = reader_password or env_setting(ENV_READER_PASSWORD) or None
     done = []
     engine = connect(url)
     try:

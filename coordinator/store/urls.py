@@ -6,13 +6,32 @@ and mapped to it. Passwords never reach a message (`redact`, `describe`).
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 from sqlalchemy.engine import make_url
 
 from coordinator.errors import UserError
 
-ENV_URL = "HPO_DATABASE_URL"
+ENV_URL = "SCALESWEEP_DATABASE_URL"
+ENV_READER_PASSWORD = "SCALESWEEP_READER_PASSWORD"
+# The names these had before every variable took the SCALESWEEP_ prefix: still read, with a warning.
+DEPRECATED_NAMES = {ENV_URL: "HPO_DATABASE_URL", ENV_READER_PASSWORD: "HPO_READER_PASSWORD"}
+warned: set[str] = set()
+
+
+def env_setting(name: str) -> str | None:
+    """$name; else its deprecated HPO_ name, with one line on stderr the first time it is used."""
+    if name in os.environ:
+        return os.environ[name]
+    old = DEPRECATED_NAMES.get(name)
+    if old is None or old not in os.environ:
+        return None
+    if old not in warned:
+        warned.add(old)
+        print(f"warning: ${old} is deprecated and will stop working: set ${name} instead", file=sys.stderr)
+    return os.environ[old]
 
 
 def normalise_url(raw: str) -> str:

@@ -60,7 +60,7 @@ def test_compose_file_rules() -> None:
     assert worker["depends_on"]["db"]["condition"] == "service_healthy"
     (gpu,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
-    assert set(worker["environment"]) == {"HPO_DATABASE_URL", "SCALESWEEP_GPU_SHARE", "NVIDIA_DRIVER_CAPABILITIES"}
+    assert set(worker["environment"]) == {"SCALESWEEP_DATABASE_URL", "SCALESWEEP_GPU_SHARE", "NVIDIA_DRIVER_CAPABILITIES"}
     assert "utility" in worker["environment"]["NVIDIA_DRIVER_CAPABILITIES"], "the GPU lease lists GPUs with nvidia-smi"
 
     assert services["dashboard"]["command"][-1].startswith("exec optuna-dashboard")
@@ -127,7 +127,7 @@ def test_docker_compose_config_resolves() -> None:
     config = compose_config("--env-file", str(ENV_EXAMPLE), "--profile", "tools")
     services = config["services"]
     assert services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-    assert services["worker"]["environment"]["HPO_DATABASE_URL"].startswith("postgresql+psycopg://scalesweep:")
+    assert services["worker"]["environment"]["SCALESWEEP_DATABASE_URL"].startswith("postgresql+psycopg://scalesweep:")
     published = [p for s in services.values() for p in s.get("ports", [])]
     assert published and all(p["host_ip"] == "127.0.0.1" for p in published)
 
@@ -143,7 +143,7 @@ def test_docker_compose_config_with_e2e_override() -> None:
         assert service["network_mode"] == "host", name
         assert not service.get("ports"), name
     assert "deploy" not in services["worker"] or not services["worker"]["deploy"].get("resources")
-    assert "@127.0.0.1:55432/" in services["worker"]["environment"]["HPO_DATABASE_URL"]
+    assert "@127.0.0.1:55432/" in services["worker"]["environment"]["SCALESWEEP_DATABASE_URL"]
     assert config.get("networks", {}) == {}, "no bridge network: the engine runs with --bridge=none"
 
 

@@ -47,7 +47,7 @@ def test_script_directives(tmp_path: Path) -> None:
 
 
 def test_script_holds_no_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HPO_DATABASE_URL", "postgresql://u:s3cret-pw@db.example:5432/hpo")
+    monkeypatch.setenv("SCALESWEEP_DATABASE_URL", "postgresql://u:s3cret-pw@db.example:5432/hpo")
     script = render(SlurmJob(workers=1, log_dir=tmp_path))
     assert "s3cret-pw" not in script and "db.example" not in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0, "valid bash"
@@ -80,16 +80,16 @@ def test_array_task_runs_a_worker_named_after_it(initialised_db: str, engine: sa
     script.write_text(render(job))
     task = {"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "2", "SLURM_CPUS_PER_TASK": "1"}
 
-    done = run_task(script, {**task, "HPO_DATABASE_URL": initialised_db})
+    done = run_task(script, {**task, "SCALESWEEP_DATABASE_URL": initialised_db})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "slurm-77_2 on" in done.stdout and "restart 0" in done.stdout
-    requeued = run_task(script, {**task, "SLURM_RESTART_COUNT": "1", "HPO_DATABASE_URL": initialised_db})
+    requeued = run_task(script, {**task, "SLURM_RESTART_COUNT": "1", "SCALESWEEP_DATABASE_URL": initialised_db})
     assert requeued.returncode == 0, requeued.stderr[-2000:]
     found = rows(engine, "SELECT worker, state FROM trial_results ORDER BY worker")
     assert found == [{"worker": "slurm-77_2", "state": "COMPLETE"}, {"worker": "slurm-77_2-requeue1", "state": "COMPLETE"}]
 
     missing = run_task(script, task)
-    assert missing.returncode == 2 and "HPO_DATABASE_URL is not set" in missing.stderr
+    assert missing.returncode == 2 and "SCALESWEEP_DATABASE_URL is not set" in missing.stderr
 
 
 FAKE_SBATCH = """#!/bin/sh
@@ -113,12 +113,12 @@ def test_cli_writes_and_submits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("FAKE_SBATCH_LOG", str(tmp_path / "sbatch.log"))
     out, logs = tmp_path / "w.sbatch", tmp_path / "logs"
 
-    monkeypatch.delenv("HPO_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SCALESWEEP_DATABASE_URL", raising=False)
     assert run_cli("cluster", "slurm", "--workers", "4", "--out", str(out), "--log-dir", str(logs), "--submit") == 2
-    assert "HPO_DATABASE_URL is not set" in capsys.readouterr().err
+    assert "SCALESWEEP_DATABASE_URL is not set" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "sbatch.log").exists(), "nothing written or submitted"
 
-    monkeypatch.setenv("HPO_DATABASE_URL", "postgresql://u@db.example:5432/hpo?sslmode=verify-full")
+    monkeypatch.setenv("SCALESWEEP_DATABASE_URL", "postgresql://u@db.example:5432/hpo?sslmode=verify-full")
     assert run_cli("cluster", "slurm", "--workers", "4", "--gpus-per-worker", "1", "--out", str(out), "--log-dir", str(logs), "--submit") == 0
     assert "submitted job array 4242" in capsys.readouterr().out
     assert (tmp_path / "sbatch.log").read_text().split() == ["--parsable", str(out)]

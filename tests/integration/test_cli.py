@@ -167,7 +167,7 @@ def test_reader_password_is_set_as_a_scram_verifier(initialised_db: str, admin_u
         engine.dispose()
     assert verifier.startswith("SCRAM-SHA-256$")
     assert scram_matches(verifier, "s3cret'pw") and not scram_matches(verifier, "other")
-    from_env = invoke("db", "init", "--database-url", initialised_db, env={roles.ENV_READER_PASSWORD: "from-env"})
+    from_env = invoke("db", "init", "--database-url", initialised_db, env={urls.ENV_READER_PASSWORD: "from-env"})
     assert from_env.exit_code == 0 and "password set" in from_env.stdout
 
 

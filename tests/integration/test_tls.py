@@ -98,7 +98,7 @@ def test_remote_workers_compose_override_requires_tls_and_a_password() -> None:
 
     path = Path(__file__).resolve().parents[2] / "docker" / "compose.remote-workers.yml"
     worker = load(path)["services"]["worker"]
-    url = worker["environment"]["HPO_DATABASE_URL"]
+    url = worker["environment"]["SCALESWEEP_DATABASE_URL"]
     assert "sslmode=verify-full" in url and "sslrootcert=/run/scalesweep/db-ca.crt" in url
     assert "${POSTGRES_PASSWORD:?" in url and "${REMOTE_DB_HOST:?" in url, "required, never defaulted"
     assert worker["volumes"] == ["${DB_CA_FILE:?set DB_CA_FILE in .env}:/run/scalesweep/db-ca.crt:ro"]

@@ -92,7 +92,7 @@ def test_workers_get_gpu_limits_and_the_url_from_a_secret() -> None:
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert worker["args"][:2] == ["worker", "--studies"] and worker["args"][-2:] == ["--device", "cuda"]
     env = {e["name"]: e for e in worker["env"]}
-    assert env["HPO_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "scalesweep-db", "key": "url"}
+    assert env["SCALESWEEP_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "scalesweep-db", "key": "url"}
 
     (cpu_job,) = by_kind(rendered(Values(gpus_per_worker=0)), "Job")
     cpu_worker = cpu_job["spec"]["template"]["spec"]["containers"][0]
@@ -131,7 +131,7 @@ def test_probes_and_auth_of_the_bundled_postgres() -> None:
     (deployment,) = by_kind(objects, "Deployment")
     (dashboard,) = deployment["spec"]["template"]["spec"]["containers"]
     assert dashboard["readinessProbe"]["httpGet"]["port"] == "http" and "livenessProbe" in dashboard
-    assert dashboard["args"][-1] == "$(HPO_DATABASE_URL)", "Kubernetes expands it from the Secret-backed env"
+    assert dashboard["args"][-1] == "$(SCALESWEEP_DATABASE_URL)", "Kubernetes expands it from the Secret-backed env"
     services = {s["metadata"]["name"] for s in by_kind(objects, "Service")}
     assert services == {"scalesweep-postgres", "scalesweep-dashboard"}
     assert all(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in by_kind(objects, "Service")), "nothing exposed outside"

@@ -1,5 +1,5 @@
 """The final evaluation's tables: protocols, re-trained runs, summarised results with intervals,
-baselines scored on the same test days, and the scaling verdicts (see coordinator/evaluation/tables.py).
+baselines scored on the same test days, and the scaling verdicts (defined in coordinator/store/tables.py).
 
 New tables only; nothing existing changes.
 """
