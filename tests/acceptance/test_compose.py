@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from coordinator.cli import main
+from tests.system_binaries import requires
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -113,13 +113,7 @@ def compose_config(*args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def has_compose_v2() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0
-
-
-needs_compose = pytest.mark.skipif(not has_compose_v2(), reason="Docker Compose v2 is not installed")
+needs_compose = requires("docker", "docker-compose")
 
 
 @needs_compose
