@@ -41,6 +41,7 @@ def is_connection_error(exc: BaseException) -> bool:
 CAUSES = (
     ("53100", "could not extend file", "the database server's disk is full"),
     ("53100", "no space left on device", "the database server's disk is full"),
+    ("53300", "too many connections for role", "the role's connection limit is reached (too many clients)"),
     ("53300", "too many clients", "the database server has no free connection slot (too many clients)"),
     ("53300", "too many connections", "the database server has no free connection slot (too many clients)"),
     ("53200", "out of shared memory", "the database server is out of shared memory (lock table full?)"),
@@ -57,8 +58,11 @@ def describe_cause(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     state = getattr(orig, "sqlstate", None) or ""
     text = str(orig).lower()
-    for code, words, cause in CAUSES:
-        if state == code or words in text:
+    for _code, words, cause in CAUSES:  # the server's words first: they are the more precise
+        if words in text:
+            return cause
+    for code, _words, cause in CAUSES:
+        if state == code:
             return cause
     return "database connection lost"
 

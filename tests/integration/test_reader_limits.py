@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from coordinator.errors import UserError
+from coordinator.lifecycle.reconnect import describe_cause
 from coordinator.store import engines, locks, roles
 from coordinator.store.schema import init_db
 from coordinator.store.roles import READER_ROLE
@@ -83,8 +84,9 @@ def test_connection_limit_holds(url: str, monkeypatch: pytest.MonkeyPatch) -> No
     init_db(url, reader_password=READER_PASSWORD)
     held = [as_reader(url) for _ in range(3)]
     try:
-        with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
+        with pytest.raises(psycopg.OperationalError, match="too many connections for role") as refused_one:
             as_reader(url)
+        assert describe_cause(refused_one.value).startswith("the role's connection limit is reached")
     finally:
         for conn in held:
             conn.close()
