@@ -1,6 +1,6 @@
 """Database faults during live trials, with no retries allowed (`--max-retry 0`): `make test-chaos`.
 
-- storm: every ~0.3 s, pg_terminate_backend of some of the workers' connections (only this test's
+- storm (80 trials, 5 workers): every ~0.3 s, pg_terminate_backend of some of the workers' connections (only this test's
   database on 127.0.0.1), for as long as the workers run;
 - stall: a private server frozen (SIGSTOP of the postmaster and every backend) and a table lock held
   (ACCESS EXCLUSIVE on `attempts`), each for twice the grace period, while trials run.
@@ -72,8 +72,8 @@ def wait_all(procs: list, timeout: float) -> list[int]:
 def test_terminate_storm_fails_no_live_trial(initialised_db: str, admin_url: str, tmp_path: Path) -> None:
     url = initialised_db
     database = sa.engine.make_url(url).database
-    create(url, dataset=make_dataset(url), preset="smoke", budgets=("100K",), horizons=(1, 5), trials=20)
-    target = 40
+    create(url, dataset=make_dataset(url), preset="smoke", budgets=("100K",), horizons=(1, 5), trials=40)
+    target = 80
     workers = [start_worker(url, "--synthetic", "0.3", "--grace-period", "20", *NO_RETRY, "--worker-id", f"storm{i}", log_dir=tmp_path)
                for i in range(WORKERS)]
     admin = sa.create_engine(admin_url, poolclass=sa.pool.NullPool)
@@ -92,6 +92,11 @@ def test_terminate_storm_fails_no_live_trial(initialised_db: str, admin_url: str
                     killed.append(conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar())
             done.wait(rng.uniform(0.1, 0.5))
 
+    # The storm hits live trials: it starts once every worker is past its start-up check (which
+    # refuses, in one line, a database it cannot reach at all) and has claimed.
+    engine = engines.make_engine(url)
+    wait_for(lambda: scalar(engine, "SELECT count(DISTINCT worker) FROM attempts") == WORKERS, 120, "every worker to claim")
+    engine.dispose()
     thread = threading.Thread(target=storm, daemon=True)
     thread.start()
     try:

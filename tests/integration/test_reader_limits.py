@@ -121,6 +121,10 @@ def test_held_reader_locks_block_no_lease_no_claim_no_data_write(url: str, serve
                                  "--max-trials", "1", "--heartbeat-interval", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert worker.returncode == 0, worker.stderr[-2000:]
         assert scalar(engine, "SELECT count(*) FROM attempts WHERE state = 'COMPLETE'") == 1
+        # A flood of the lock table: the reapers' check ends the session that holds it.
+        reader.execute("SELECT count(pg_advisory_lock(g)) FROM generate_series(1, 2000) g")
+        ended = roles.enforce_reader_limits(engine)
+        assert len(ended) == 1 and "locks held (limit 500)" in ended[0], ended
     finally:
         engine.dispose()
         reader.close()
