@@ -102,6 +102,8 @@ def test_e2e_override_keeps_everything_on_localhost() -> None:
     assert "listen_addresses=127.0.0.1" in services["db"]["command"]
     settings = dict(line.split("=", 1) for line in E2E_ENV.read_text().splitlines() if re.match(r"^[A-Z_]+=", line))
     assert settings["DB_HOST"] == "127.0.0.1" and settings["DASHBOARD_LISTEN"] == "127.0.0.1"
+    # The workers' own URL (WORKER_DB_*, for routing them through pgbouncer) must point there too.
+    assert (settings["WORKER_DB_HOST"], settings["WORKER_DB_PORT"]) == (settings["DB_HOST"], settings["DB_PORT"])
     assert settings["DB_PORT"] != "5432" and settings["DASHBOARD_PORT"] not in ("8080", "80")
 
 
