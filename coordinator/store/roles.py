@@ -86,9 +86,11 @@ def create_reader_role(conn: sa.Connection, password: str | None = None) -> str:
 # may, for USERSET settings) and even ALTER ROLE its own defaults, so `enforce_reader_limits` (run by
 # every worker's reaper) ends the sessions that go past them anyway. The connection limit and
 # temp_file_limit (superuser-only) cannot be changed by the role itself.
+READER_STATEMENT_S = 60  # the longest statement of the role
+READER_IDLE_S = 60  # the longest a session of the role may sit idle in a transaction
 READER_SETTINGS = {
-    "statement_timeout": "60s",
-    "idle_in_transaction_session_timeout": "60s",
+    "statement_timeout": f"{READER_STATEMENT_S}s",
+    "idle_in_transaction_session_timeout": f"{READER_IDLE_S}s",
     "lock_timeout": "5s",
     "temp_file_limit": "1GB",
 }
@@ -96,7 +98,6 @@ SUPERUSER_SETTINGS = ("temp_file_limit",)  # only a superuser may set it, for a 
 ENV_READER_CONNECTIONS = "SCALESWEEP_READER_CONNECTIONS"
 READER_CONNECTIONS = 10  # sessions of the role at once, across the server (dashboards, reports, psql)
 READER_MAX_LOCKS = 500  # more locks than a read of every view takes: a flood of the lock table
-SETTING_SECONDS = {"statement_timeout": 60, "idle_in_transaction_session_timeout": 60}
 
 
 def reader_connections() -> int:
@@ -132,7 +133,7 @@ def limit_reader(conn: sa.Connection, database: str, superuser: bool) -> str:
     connections = reader_connections()
     if current.rolconnlimit != connections:
         alter_role(conn, f"ALTER ROLE {READER_ROLE} CONNECTION LIMIT {connections}")
-    set_here = [name for name, value in READER_SETTINGS.items() if superuser or name not in SUPERUSER_SETTINGS]
+    set_here = [name for name in READER_SETTINGS if superuser or name not in SUPERUSER_SETTINGS]
     for name in set_here:
         if f"{name}={READER_SETTINGS[name]}" not in current.config:
             alter_role(conn, f"ALTER ROLE {READER_ROLE} SET {name} = '{READER_SETTINGS[name]}'")
@@ -154,7 +155,7 @@ def limit_reader(conn: sa.Connection, database: str, superuser: bool) -> str:
     return f"at most {connections} connections, {limits}, {advisory}"
 
 
-OVER_LIMITS = sa.text("""
+READER_SESSIONS = sa.text("""
 SELECT a.pid, a.state,
        extract(epoch FROM now() - coalesce(a.query_start, a.backend_start))::int AS running_s,
        extract(epoch FROM now() - a.state_change)::int AS idle_s
@@ -164,12 +165,14 @@ WHERE a.usename = :role AND a.pid <> pg_backend_pid()
 LOCK_COUNTS = sa.text("SELECT pid, count(*) AS n FROM pg_locks WHERE pid = ANY(:pids) GROUP BY pid")
 
 
-def enforce_reader_limits(engine: sa.Engine, *, statement_s: int = 60, idle_s: int = 60, max_locks: int = READER_MAX_LOCKS) -> list[str]:
+def enforce_reader_limits(
+    engine: sa.Engine, *, statement_s: int = READER_STATEMENT_S, idle_s: int = READER_IDLE_S, max_locks: int = READER_MAX_LOCKS
+) -> list[str]:
     """End the reader's sessions past their limits (a session can lift its own timeouts with SET);
     returns one line per session ended. Needs superuser, membership in the reader role, or
     pg_signal_backend (InsufficientPrivilege otherwise)."""
     with engine.connect() as conn:
-        sessions = conn.execute(OVER_LIMITS, {"role": READER_ROLE}).all()
+        sessions = conn.execute(READER_SESSIONS, {"role": READER_ROLE}).all()
         if not sessions:
             return []
         locks = {r.pid: r.n for r in conn.execute(LOCK_COUNTS, {"pids": [s.pid for s in sessions]})}
