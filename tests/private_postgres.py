@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+from tests import system_binaries
+
 DEFAULT_HBA = ["host all all 127.0.0.1/32 scram-sha-256"]
 
 
@@ -35,8 +37,9 @@ def pg_bin() -> Path | None:
 
 def why_unavailable() -> str | None:
     """None if a private server can be started here, else the one-line reason (for pytest.skip)."""
-    if pg_bin() is None:
-        return "PostgreSQL's initdb is not on PATH"
+    missing = system_binaries.missing("initdb", "pg_ctl")
+    if missing:
+        return missing
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
@@ -151,9 +154,9 @@ def private_pgbouncer(server: Server, *, pool_size: int, max_client_conn: int = 
 
     Its admin console (database `pgbouncer`) is open to the `postgres` user for SHOW POOLS.
     """
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if not Path(binary).exists():
-        raise RuntimeError("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    binary = shutil.which("pgbouncer")
+    if binary is None:  # tests skip before they get here: tests/system_binaries.requires("pgbouncer")
+        raise RuntimeError(system_binaries.missing("pgbouncer"))
     folder = Path(tempfile.mkdtemp(prefix="scalesweep_pgbouncer_"))
     folder.chmod(0o755)
     port = free_port()

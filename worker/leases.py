@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from coordinator.errors import UserError
+from coordinator.store import locks
 from coordinator.store.tables import device_leases
 
 ENV_GPU_SHARE = "SCALESWEEP_GPU_SHARE"
@@ -31,7 +32,8 @@ ENV_GPU_SHARE = "SCALESWEEP_GPU_SHARE"
 # the worker then uses them as given and only records them (see `scheduler_gpus`, `record`).
 ENV_GPU_BINDING = "SCALESWEEP_GPU_BINDING"
 RECORD_SLOTS = 1024  # a recorded binding never waits: some slot is always free
-LEASE_LOCK_NAMESPACE = 0x5CA2  # advisory lock key serialising lease changes
+LEASE_LOCK = "device_leases"  # the service lock serialising lease changes (a row lock the read-only role cannot take)
+LEASE_LOCK_WAIT_MS = 2000  # then "all leased" for now: the caller checks its stop flag and tries again
 
 # The table is declared with the ledger's (coordinator/lifecycle/ledger.py): the control plane owns the schema.
 
@@ -57,14 +59,24 @@ class Lease:
 def acquire(engine: sa.Engine, gpus: list[Gpu], worker: str, *, share: int, ttl_s: int) -> Lease | None:
     """Lease the least-shared free (device, slot) among `gpus`; None when all are taken.
 
-    Expired leases count as free. One advisory lock serialises acquisitions, so two workers never
-    take the same slot even when they start at the same instant.
+    Expired leases count as free. One service lock serialises acquisitions, so two workers never
+    take the same slot even when they start at the same instant; a wait for it longer than
+    LEASE_LOCK_WAIT_MS returns None like a full house (a SIGTERM is then honoured by the caller).
     """
     if share < 1:
         raise UserError(f"GPU share must be at least 1, got {share}")
+    try:
+        return take_slot(engine, gpus, worker, share=share, ttl_s=ttl_s)
+    except sa.exc.OperationalError as exc:
+        if locks.lock_not_available(exc):
+            return None
+        raise
+
+
+def take_slot(engine: sa.Engine, gpus: list[Gpu], worker: str, *, share: int, ttl_s: int) -> Lease | None:
     t = device_leases
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": LEASE_LOCK_NAMESPACE})
+        locks.hold(conn, LEASE_LOCK, wait_ms=LEASE_LOCK_WAIT_MS)
         active = conn.execute(
             sa.select(t.c.device, t.c.slot).where(t.c.device.in_([g.key for g in gpus]), t.c.expires_at > sa.func.now())
         ).all()

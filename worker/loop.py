@@ -16,6 +16,7 @@ every database step (coordinator.lifecycle.reconnect).
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import signal
@@ -33,9 +34,9 @@ from coordinator.data.samples import Samples
 from coordinator.errors import UserError
 from coordinator.lifecycle import claims, optuna_adapter, outcomes, reaper
 from coordinator.lifecycle.claims import BUSY, ClaimedItem, StudyEntry
-from coordinator.lifecycle.reconnect import DatabaseUnavailable, with_reconnect
+from coordinator.lifecycle.reconnect import DatabaseUnavailable, describe_cause, with_reconnect
 from coordinator.lifecycle.settings import Liveness
-from coordinator.store import engines
+from coordinator.store import engines, roles
 from coordinator.studies.samples import SamplesCache
 from coordinator.studies.spec import StudySpec
 from coordinator.version import code_version
@@ -81,6 +82,9 @@ class Worker:
         self.device = "cpu"
         self.lease: leases.Lease | None = None
         self.running: ClaimedItem | None = None  # beaten by the heartbeat thread while set
+        self.guard_readers = True  # end read-only sessions past their limits (see enforce_reader_limits)
+        self.claiming = False  # the main thread is claiming: what it claimed may have committed already
+        self.started_at: datetime.datetime | None = None  # the database clock when this process started
         self.steps = 0  # the running attempt's progress counter
         self.lost = threading.Event()  # the running attempt was reaped while it ran
         self.finishing = False  # the main thread is finishing the running attempt (its end is ours, not a reaping)
@@ -119,6 +123,7 @@ class Worker:
 
         engines.connect(self.options.url).dispose()  # a bad URL or a dead server: one clear line, now
         self.storage = with_reconnect(lambda: optuna_adapter.open_storage(self.options.url), "open the storage")
+        self.started_at = with_reconnect(lambda: claims.database_now(self.engine), "read the database clock")
         beat = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
         try:
             self.entries = with_reconnect(lambda: claims.load_studies(self.engine, self.options.studies), "load studies")
@@ -187,9 +192,7 @@ class Worker:
             if self.options.max_trials is not None and self.done_trials >= self.options.max_trials:
                 log.info("finished %d trials (--max-trials)", self.done_trials)
                 break
-            claimed = with_reconnect(
-                lambda: claims.claim_next(self.engine, self.storage, self.entries, self.who(), kinds), "claim a trial"
-            )
+            claimed = self.claim(kinds)
             if claimed is BUSY:
                 self.stop.wait(BUSY_WAIT_S)
                 continue
@@ -211,6 +214,22 @@ class Worker:
                 return 1
         return 0
 
+    def claim(self, kinds: list[str]) -> ClaimedItem | claims.Busy | None:
+        """Claim the next item; a retry after a lost connection first resumes a claim of ours that
+        committed though its answer never arrived (else it would run unreported until reaped)."""
+        tries = 0
+
+        def attempt() -> ClaimedItem | claims.Busy | None:
+            nonlocal tries
+            tries += 1
+            return claims.claim_next(self.engine, self.storage, self.entries, self.who(), kinds, resume=tries > 1, since=self.started_at)
+
+        self.claiming = True
+        try:
+            return with_reconnect(attempt, "claim a trial")
+        finally:
+            self.claiming = False
+
     def all_done(self, kinds: list[str]) -> bool:
         def read() -> bool:
             with self.engine.connect() as conn:
@@ -223,11 +242,28 @@ class Worker:
         reaped = reaper.reap(self.engine, self.storage, self.entries, self.options.liveness)
         if reaped:
             log.warning("reaped %d attempt(s)", reaped)
+        if self.guard_readers:
+            self.enforce_reader_limits()
+
+    def enforce_reader_limits(self) -> None:
+        """End read-only sessions past their limits (they may lift their own timeouts with SET)."""
+        try:
+            for line in roles.enforce_reader_limits(self.engine):
+                log.warning("%s", line)
+        except sa.exc.ProgrammingError as exc:  # no right to signal them: superuser, reader membership or pg_signal_backend
+            log.info("not watching the read-only role's sessions: %s", str(exc.orig).splitlines()[0])
+            self.guard_readers = False
 
     # ---------------------------------------------------------------- heartbeats and devices
 
     def beat(self) -> None:
+        """Beat for the running attempt (or, idle, ask the database the time: either way a round trip
+        that tells the heartbeat loop the database answers)."""
         item = self.running
+        if item is None and self.claiming and self.started_at is not None:
+            claims.beat_own_claims(self.engine, self.who(), self.started_at)
+        elif item is None and self.lease is None:
+            claims.database_now(self.engine)
         if item is not None and not claims.heartbeat(self.engine, item.attempt_id, self.steps):
             # No row back: the attempt is no longer RUNNING. That is a reaping only if we have not
             # begun finishing it ourselves and it is still the one we run (the main thread may have
@@ -242,9 +278,16 @@ class Worker:
 
     def heartbeat_loop(self) -> None:
         """Every heartbeat interval: beat (first: after an outage our own attempt is re-asserted
-        before we judge anyone else's), then reap. Runs while the main thread trains."""
+        before we judge anyone else's), then reap. Runs while the main thread trains.
+
+        Reaping waits until the database has answered this worker's beats without a gap for a whole
+        grace period: after a stall or an outage (nobody's beats got through) every other worker gets
+        that long to beat again before anyone is judged lost by its missed heartbeats."""
         interval = self.options.liveness.heartbeat_interval
+        grace = self.options.liveness.grace_period
         failing = False
+        last_ok: float | None = None
+        healthy_since = time.monotonic()
         while True:
             if self.stop.wait(interval):
                 if self.running is None:
@@ -252,14 +295,18 @@ class Worker:
                 time.sleep(interval)  # stopping: keep the attempt alive until it has been finished
             try:
                 self.beat()
-                if not self.stop.is_set():
+                now = time.monotonic()
+                if last_ok is None or now - last_ok > 2 * interval + 1:  # a stall, an outage, or our start
+                    healthy_since = now
+                last_ok = now
+                if not self.stop.is_set() and now - healthy_since >= grace:
                     self.reap()
                 if failing:
                     log.info("heartbeats resumed")
                 failing = False
             except Exception as exc:
                 if not failing:
-                    log.warning("heartbeat failed (%s); retrying every %d s", exc.__class__.__name__, interval)
+                    log.warning("heartbeat failed (%s: %s); retrying every %d s", describe_cause(exc), type(exc).__name__, interval)
                 failing = True
 
     def choose_device(self) -> bool:
@@ -337,26 +384,31 @@ class Worker:
         outcome.details.setdefault("duration_s", time.monotonic() - started)
         self.finishing = True
         try:
-            with_reconnect(lambda: self.finish(item, outcome), f"finish trial {item.label}", on_reconnect=self.beat)
+            self.finish(item, outcome)
         finally:
             self.running = None
         self.done_trials += 1
 
     def finish(self, item: ClaimedItem, outcome: Outcome) -> None:
-        """Finish the attempt in the ledger (with its record), then tell Optuna the same."""
+        """Finish the attempt in the ledger (with its record), then tell Optuna the same: two steps,
+        each retried on its own after a lost connection (the first is never repeated once committed)."""
         state, reason, retry = outcome.state, outcome.reason, False
         if state == "STOPPED":
-            state, retry = "FAIL", item.attempt <= self.options.liveness.max_retry
+            state = "FAIL"
+            retry, reason = outcomes.retry_or_give_up(reason, item.attempt, self.options.liveness.max_retry)
         if state == "COMPLETE" and (outcome.value is None or outcome.value != outcome.value):
             state, reason = "FAIL", "objective is not a finite number"
-        finished, row = outcomes.finish(
-            self.engine, item.attempt_id, state, value=outcome.value, reason=reason, details=outcome.details, retry=retry
+        finished, row = with_reconnect(
+            lambda: outcomes.finish(self.engine, item.attempt_id, state, value=outcome.value, reason=reason, details=outcome.details, retry=retry),
+            f"record trial {item.label}",
+            on_reconnect=self.beat,
         )
         if not finished.counted:
             log.warning("trial %s: late result (%s) of an attempt already reaped; kept as such, not counted", item.label, outcome.state)
             return
         assert row is not None and self.storage is not None
-        outcomes.tell_optuna(self.storage, item.optuna_study, row, state, outcome.value, item.trial)
+        storage = self.storage
+        with_reconnect(lambda: outcomes.tell_optuna(storage, item.optuna_study, row, state, outcome.value, item.trial), f"tell Optuna trial {item.label}")
         shown = f" {item.study.spec.objective.metric}={outcome.value:.4f}" if outcome.value is not None and state == "COMPLETE" else ""
         note = f" ({reason})" if reason else ""
         log.info("trial %s %s%s%s%s", item.label, state, shown, note, "; re-queued" if retry else "")

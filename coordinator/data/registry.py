@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from coordinator.data import features
 from coordinator.data.series import Bars, content_sha256, from_parquet_bytes, read_bars, to_parquet_bytes
 from coordinator.errors import UserError
+from coordinator.store import locks
 from coordinator.store.tables import datasets_table, series_table
 
 
@@ -50,8 +51,9 @@ def normalise_symbol(symbol: str) -> str:
 
 
 def lock(conn: sa.Connection, key: str) -> None:
-    """Serialise writers of one symbol or dataset name until the transaction ends."""
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"scalesweep.data.{key}"})
+    """Serialise writers of one symbol or dataset name until the transaction ends (a row lock the
+    read-only role cannot take)."""
+    locks.hold(conn, f"data:{key}")
 
 
 def missing_tables_hint(exc: sa.exc.ProgrammingError) -> UserError:

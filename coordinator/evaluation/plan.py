@@ -19,6 +19,7 @@ from coordinator.errors import UserError
 from coordinator.evaluation.protocol import EvaluationProtocol
 from coordinator.lifecycle.claims import StudyEntry
 from coordinator.lifecycle.ledger import SEARCH
+from coordinator.store import locks
 from coordinator.store.tables import attempts, evaluation_protocols, evaluation_runs, work_items
 
 
@@ -75,8 +76,7 @@ def record_protocol(engine: sa.Engine, entry: StudyEntry, protocol: EvaluationPr
     if not configurations:
         raise UserError(f"study {entry.name} has no COMPLETE (non-synthetic) trial to evaluate")
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('scalesweep.evaluation_protocol'), hashtext(:s))"),
-                     {"s": entry.name})
+        locks.hold(conn, f"evaluation_protocol:{entry.name}")
         row = conn.execute(sa.select(t).where(t.c.study_name == entry.name)).mappings().first()
         if row is not None:  # another `evaluate` won the race
             return check_same(entry, protocol, row)

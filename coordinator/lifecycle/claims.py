@@ -10,6 +10,9 @@
     COMMIT
     search only: suggest (sampling), then the attempt's params, architecture and n_params
 
+A connection lost after the COMMIT (its answer, or the describe step) leaves a running attempt the
+worker does not know it has: the worker's retry resumes it (`claim_next(resume=True)`).
+
 Every lock is a row lock, which a role with SELECT only cannot take; a claim skips locked rows and
 waits for one at most LOCK_WAIT_MS. Target counts are exact because each slot is a row claimed by one attempt at a
 time. An Optuna trial asked by a claim that died before COMMIT is closed by the reaper.
@@ -20,6 +23,7 @@ API for every kind of work (stable): `claim_next(...) -> ClaimedItem | BUSY | No
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import json
 from dataclasses import asdict, dataclass, field
@@ -139,13 +143,21 @@ def claim_next(
     entries: list[StudyEntry],
     who: Who,
     kinds: list[str] = [SEARCH],  # noqa: B006
+    *,
+    resume: bool = False,
+    since: datetime.datetime | None = None,
 ) -> ClaimedItem | Busy | None:
     """Claim one item of the (kind, study) furthest behind its target; None when nothing waits.
 
     First pass: every candidate with SKIP LOCKED (never waits). If all were being claimed, wait on
     the first one's lock for at most LOCK_WAIT_MS, queued by PostgreSQL rather than polling.
+    `resume` (the retry of a claim that lost its connection): first take back this worker's own
+    running attempt claimed `since` the process started, whose claim committed although its answer
+    (or its describe) was lost.
     """
-    claimed = claim_item(engine, storage, entries, who, kinds)
+    claimed = resume_claim(engine, storage, entries, who, since) if resume and since is not None else None
+    if claimed is None:
+        claimed = claim_item(engine, storage, entries, who, kinds)
     if isinstance(claimed, ClaimedItem) and claimed.kind == SEARCH:
         describe(engine, claimed)
     return claimed
@@ -213,6 +225,27 @@ def start(conn: sa.Connection, storage: optuna_adapter.Storage | None, entry: St
     return claimed
 
 
+def resume_claim(
+    engine: sa.Engine, storage: optuna_adapter.Storage | None, entries: list[StudyEntry], who: Who, since: datetime.datetime
+) -> ClaimedItem | None:
+    """This worker's running attempt (see claim_next's `resume`) as the claim it was; None if it has none."""
+    by_name = {e.name: e for e in entries}
+    with engine.connect() as conn:
+        row = conn.execute(
+            query("own_running_attempt"), {"worker": who.worker, "host": who.host, "since": since, "names": list(by_name)}
+        ).first()
+    if row is None:
+        return None
+    entry = by_name[row.study_name]
+    claimed = ClaimedItem(row.kind, entry, row.item_id, row.slot, row.attempt_id, row.attempt, dict(row.payload),
+                          trial_number=row.trial_number, trial_id=row.trial_id, sampler_seed=row.sampler_seed)
+    if row.kind == SEARCH:
+        assert storage is not None and row.trial_id is not None, "a search attempt has its Optuna trial"
+        claimed.optuna_study = optuna_adapter.load_study(storage, entry.spec, row.sampler_seed)
+        claimed.trial = optuna_adapter.running_trial(claimed.optuna_study, row.trial_id)
+    return claimed
+
+
 def describe(engine: sa.Engine, claimed: ClaimedItem) -> None:
     """Sample the claimed trial's config (after COMMIT: the study's claim lock covers only the ask)
     and write its parameters, architecture and exact parameter count on the attempt."""
@@ -229,6 +262,18 @@ def describe(engine: sa.Engine, claimed: ClaimedItem) -> None:
                 "n_params": arch.n_params,
             },
         )
+
+
+def beat_own_claims(engine: sa.Engine, who: Who, since: datetime.datetime) -> None:
+    """Keep alive what this worker process claimed but does not know yet (a claim still on its way back)."""
+    with engine.begin() as conn:
+        conn.execute(query("beat_own_claims"), {"worker": who.worker, "host": who.host, "since": since})
+
+
+def database_now(engine: sa.Engine) -> datetime.datetime:
+    """The database clock (the only clock the ledger uses)."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT now()")).scalar_one()
 
 
 def heartbeat(engine: sa.Engine, attempt_id: int, progress: int) -> bool:

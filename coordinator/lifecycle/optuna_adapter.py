@@ -1,7 +1,7 @@
 """The only module of the trial lifecycle that talks to Optuna, through its public API only.
 
 Optuna samples and prunes; the ledger (coordinator.lifecycle.ledger) owns who runs what, liveness
-and counts. Used here: `create_study`/`load_study`, `Study.ask`, `Study.enqueue_trial` (a retry or a
+and counts. Used here: `create_study`/`load_study`, `Study.ask`, `Trial(study, trial_id)` (a resumed claim), `Study.enqueue_trial` (a retry or a
 fixed first trial runs the same parameters), `Study.tell(number, values, state=...)` (also FAIL for a
 lost attempt), `Trial.report`/`Trial.should_prune`, and `optuna.exceptions.UpdateFinishedTrialError`.
 No heartbeat or retry API, no writes into Optuna's tables, no private attributes, no silenced warnings.
@@ -73,6 +73,12 @@ def ask(study: optuna.Study, fixed_params: Mapping[str, Any] | None) -> optuna.T
     if fixed_params:
         study.enqueue_trial(dict(fixed_params))
     return study.ask()
+
+
+def running_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
+    """The RUNNING trial `trial_id` of the study, to go on with (a claim resumed after a lost connection).
+    `optuna.Trial(study, trial_id)` is the public constructor Study.ask itself returns."""
+    return optuna.Trial(study, trial_id)
 
 
 def tell(study: optuna.Study, number: int | optuna.Trial, state: str, value: float | None) -> bool:

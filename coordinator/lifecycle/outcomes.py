@@ -6,6 +6,9 @@
     COMMIT
     Optuna tell (the reaper repeats it if we die in between: Optuna follows the ledger)
 
+Each step is retried on its own after a dropped connection: a finish whose COMMIT went through
+although its answer was lost is recognised as ours (same state, value and reason), not as late.
+
 An attempt that was reaped while it ran (lost, stalled, timed out) is no longer RUNNING: its late
 result is stored in `attempts.late_result` and counted nowhere, with one log line.
 """
@@ -59,12 +62,23 @@ def finish(
             {"attempt_id": attempt_id, "state": state, "reason": reason, "value": finite(value), "retry": retry},
         ).first()
         if row is None:
+            again = conn.execute(query("finished_attempt"), {"attempt_id": attempt_id, "state": state, "value": finite(value), "reason": reason}).first()
+            if again is not None:  # our own earlier COMMIT, whose answer the connection lost
+                return Finished(counted=True, retried=retry), again
             late = {"state": state, "value": finite(value), "reason": reason, "details": json_safe(details)}
             conn.execute(attempts.update().where(attempts.c.attempt_id == attempt_id).values(late_result=late))
             return Finished(counted=False), None
         if row.kind == SEARCH and row.trial_id is not None:
             write_record(conn, final_record(row, state, reason, details))
     return Finished(counted=True, retried=retry), row
+
+
+def retry_or_give_up(reason: str | None, attempt: int, max_retry: int) -> tuple[bool, str | None]:
+    """Whether a failed attempt's item is re-queued; when it is not, the stored reason says retries ran out."""
+    if attempt <= max_retry:
+        return True, reason
+    spent = "no retry allowed (max retry 0)" if max_retry == 0 else f"retries exhausted ({max_retry} of {max_retry} used)"
+    return False, f"{reason}; {spent}" if reason else spent
 
 
 def tell_optuna(storage: optuna_adapter.Storage, study: Any, row: sa.Row, state: str, value: float | None, trial: Any = None) -> None:

@@ -35,14 +35,14 @@ def reap(engine: sa.Engine, storage: optuna_adapter.Storage | None, entries: lis
     failed = []
     with engine.begin() as conn:
         for row in conn.execute(query("overdue_attempts"), {"names": names, "grace": liveness.grace_period}).all():
-            retry = row.attempt <= liveness.max_retry
+            retry, reason = outcomes.retry_or_give_up(row.reason, row.attempt, liveness.max_retry)
             done = conn.execute(
-                query("finish_attempt"), {"attempt_id": row.attempt_id, "state": "FAIL", "reason": row.reason, "value": None, "retry": retry}
+                query("finish_attempt"), {"attempt_id": row.attempt_id, "state": "FAIL", "reason": reason, "value": None, "retry": retry}
             ).one()
             if done.kind == "search" and done.trial_id is not None:
-                outcomes.write_record(conn, outcomes.final_record(done, "FAIL", row.reason, {}))
-            note = "re-queued" if retry else f"not retried (already retried {liveness.max_retry} times)"
-            log.warning("%s %s attempt %d failed (%s); %s", done.study_name, f"#{row.trial_number}" if row.trial_number is not None else f"item {row.item_id}", row.attempt, row.reason, note)
+                outcomes.write_record(conn, outcomes.final_record(done, "FAIL", reason, {}))
+            which = f"#{row.trial_number}" if row.trial_number is not None else f"item {row.item_id}"
+            log.warning("%s %s attempt %d failed (%s)%s", done.study_name, which, row.attempt, reason, "; re-queued" if retry else "")
             failed.append(done)
     if storage is not None:
         for done in failed:

@@ -36,6 +36,37 @@ def is_connection_error(exc: BaseException) -> bool:
     return connection_error(exc) is not None
 
 
+# The server's own words for causes that are not a lost connection (SQLSTATE class 53, "insufficient
+# resources", and the FATAL lines a refused connection carries before any SQLSTATE reaches the client).
+CAUSES = (
+    ("53100", "could not extend file", "the database server's disk is full"),
+    ("53100", "no space left on device", "the database server's disk is full"),
+    ("53300", "too many connections for role", "the role's connection limit is reached (too many clients)"),
+    ("53300", "too many clients", "the database server has no free connection slot (too many clients)"),
+    ("53300", "too many connections", "the database server has no free connection slot (too many clients)"),
+    ("53200", "out of shared memory", "the database server is out of shared memory (lock table full?)"),
+    ("53200", "out of memory", "the database server is out of memory"),
+    ("57P03", "the database system is starting up", "the database server is starting up"),
+    ("57P03", "the database system is shutting down", "the database server is shutting down"),
+    ("57P01", "terminating connection due to administrator command", "the connection was terminated by the server"),
+)
+
+
+def describe_cause(exc: BaseException) -> str:
+    """What went wrong, in words: the real cause first (disk full, too many clients, out of shared
+    memory, ...), 'database connection lost' only when nothing more precise is known."""
+    orig = getattr(exc, "orig", None) or exc
+    state = getattr(orig, "sqlstate", None) or ""
+    text = str(orig).lower()
+    for _code, words, cause in CAUSES:  # the server's words first: they are the more precise
+        if words in text:
+            return cause
+    for code, _words, cause in CAUSES:
+        if state == code:
+            return cause
+    return "database connection lost"
+
+
 class DatabaseUnavailable(UserError):
     """The database stayed unreachable for longer than the reconnect budget."""
 
@@ -72,8 +103,8 @@ def with_reconnect(
             failed = True
             if time.monotonic() + delay > deadline:
                 raise DatabaseUnavailable(
-                    f"database unreachable for over {budget:.0f} s while trying to {what}: {first_line(cause)}"
+                    f"{describe_cause(cause)} for over {budget:.0f} s while trying to {what}: {first_line(cause)}"
                 ) from None
-            log.warning("database connection lost while trying to %s (%s); retrying in %.1f s", what, first_line(cause), delay)
+            log.warning("%s while trying to %s (%s); retrying in %.1f s", describe_cause(cause), what, first_line(cause), delay)
             sleep(delay)
             delay = min(delay * 2, 15.0)

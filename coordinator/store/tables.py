@@ -234,6 +234,11 @@ device_leases = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Service locks (coordinator/store/locks.py): one row per name, row-locked to serialise rare steps
+# (db init, lease changes, dataset and protocol registration). Created by `db init` before the
+# migrations (it serialises them), so no migration creates it.
+service_locks = sa.Table("service_locks", metadata, sa.Column("name", sa.Text, primary_key=True))
+
 
 # --- Baselines ---------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from coordinator.cli import main
+from tests.system_binaries import requires
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -102,6 +102,8 @@ def test_e2e_override_keeps_everything_on_localhost() -> None:
     assert "listen_addresses=127.0.0.1" in services["db"]["command"]
     settings = dict(line.split("=", 1) for line in E2E_ENV.read_text().splitlines() if re.match(r"^[A-Z_]+=", line))
     assert settings["DB_HOST"] == "127.0.0.1" and settings["DASHBOARD_LISTEN"] == "127.0.0.1"
+    # The workers' own URL (WORKER_DB_*, for routing them through pgbouncer) must point there too.
+    assert (settings["WORKER_DB_HOST"], settings["WORKER_DB_PORT"]) == (settings["DB_HOST"], settings["DB_PORT"])
     assert settings["DB_PORT"] != "5432" and settings["DASHBOARD_PORT"] not in ("8080", "80")
 
 
@@ -113,13 +115,7 @@ def compose_config(*args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def has_compose_v2() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0
-
-
-needs_compose = pytest.mark.skipif(not has_compose_v2(), reason="Docker Compose v2 is not installed")
+needs_compose = requires("docker", "docker-compose")
 
 
 @needs_compose

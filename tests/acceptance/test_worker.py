@@ -208,7 +208,7 @@ def test_reconnect_gives_up_after_its_budget() -> None:
         calls.append(1)
         raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
 
-    with pytest.raises(DatabaseUnavailable, match="database unreachable for over 2 s while trying to claim"):
+    with pytest.raises(DatabaseUnavailable, match="database connection lost for over 2 s while trying to claim"):
         with_reconnect(down, "claim a trial", budget_s=2, sleep=slept.append)
     assert len(calls) >= 2 and slept[:3] == [0.5, 1.0, 2.0][: len(slept[:3])]
     with pytest.raises(ZeroDivisionError):  # anything else is not retried

@@ -26,6 +26,7 @@ from coordinator.cli import app
 from coordinator.store import engines, roles, urls
 from tests.conftest import REPO
 from tests.service_helpers import make_dataset
+from tests.system_binaries import requires
 from tests.integration.test_views import populate
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -115,6 +116,7 @@ def test_export_csv_and_parquet(populated: str, tmp_path: Path) -> None:
     assert str(refused.exception) == "--format parquet needs --out FILE"
 
 
+@requires("psql")
 def test_db_shell_passes_arguments_to_psql(initialised_db: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "coordinator.cli", "db", "shell", "--database-url", initialised_db, "--", "-Atc", "select 40 + 2"],

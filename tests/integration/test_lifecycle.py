@@ -92,9 +92,9 @@ def test_trial_past_its_wall_clock_limit_times_out(engine: sa.Engine, initialise
     finally:
         if slow.poll() is None:
             slow.kill()
-    assert rows(engine, "SELECT state, reason FROM attempts") == [{"state": "FAIL", "reason": "timeout after 3 s"}]
+    assert rows(engine, "SELECT state, reason FROM attempts") == [{"state": "FAIL", "reason": "timeout after 3 s; no retry allowed (max retry 0)"}]
     assert rows(engine, "SELECT state, outcome FROM work_items") == [{"state": "finished", "outcome": "FAIL"}]
-    assert rows(engine, "SELECT state, reason FROM trial_records") == [{"state": "FAIL", "reason": "timeout after 3 s"}]
+    assert rows(engine, "SELECT state, reason FROM trial_records") == [{"state": "FAIL", "reason": "timeout after 3 s; no retry allowed (max retry 0)"}]
 
 
 def test_reap_refuses_a_grace_period_not_longer_than_the_heartbeat(capsys: pytest.CaptureFixture[str], initialised_db: str) -> None:
@@ -129,8 +129,10 @@ def test_reader_role_cannot_block_a_claim(engine: sa.Engine, initialised_db: str
     storage = optuna_adapter.open_storage(initialised_db)
     try:
         with reader.connect() as conn:
-            # Every lock a read-only role might try: advisory locks are no part of a claim, row locks need UPDATE.
-            conn.exec_driver_sql("SELECT pg_advisory_lock(k1, k2) FROM generate_series(0, 3) k1, generate_series(0, 200) k2")  # any study id
+            # Every lock a read-only role might try: advisory locks are out of its reach (and no part of a
+            # claim), row locks need UPDATE.
+            with pytest.raises(sa.exc.DBAPIError, match="permission denied for function pg_advisory_lock"):
+                conn.exec_driver_sql("SELECT pg_advisory_lock(k1, k2) FROM generate_series(0, 3) k1, generate_series(0, 200) k2")
             conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")  # its default is no barrier
             for sql in ("SELECT * FROM study_specs FOR UPDATE", "SELECT * FROM work_items FOR SHARE", "DO $$ BEGIN LOCK TABLE work_items IN EXCLUSIVE MODE; END $$"):
                 with pytest.raises(sa.exc.DBAPIError, match="permission denied"):

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from coordinator.errors import UserError
 from coordinator.store import engines, schema
+from tests.system_binaries import requires
 from tests.private_postgres import Server, free_port, own, private_pgbouncer, private_postgres, why_unavailable
 from tests.service_helpers import CALM, create, make_dataset, start_worker
 
@@ -46,6 +47,7 @@ def server_connections(admin: sa.Engine, database: str) -> int:
         return int(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"), {"d": database}).scalar() or 0)
 
 
+@requires("pgbouncer")
 def test_worker_fleet_through_transaction_pooling(server: Server, tmp_path: Path) -> None:
     with engines.scratch_database(server.url(), "bouncer") as direct_url:
         database = str(sa.engine.make_url(direct_url).database)
@@ -88,11 +90,10 @@ def test_worker_fleet_through_transaction_pooling(server: Server, tmp_path: Path
 
 
 
+@requires("pgbouncer")
 def test_compose_pgbouncer_entrypoint_serves_the_database(server: Server) -> None:
     """docker/pgbouncer/entrypoint.sh (the compose service's) run for real: scram from the client,
     transaction pooling, the server's password only from the environment."""
-    if shutil.which("pgbouncer") is None:
-        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
     folder = Path(tempfile.mkdtemp(prefix="scalesweep_entrypoint_"))  # readable by the server user, unlike tmp_path
     try:
         folder.chmod(0o755)

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 
 from coordinator.errors import UserError
 from coordinator.store import engines, schema
+from tests.system_binaries import requires
 from tests.private_postgres import Server, private_postgres, why_unavailable
 from tests.service_helpers import CALM, create, make_dataset, start_worker
 
-pytestmark = pytest.mark.skipif(why_unavailable() is not None, reason=f"no private PostgreSQL: {why_unavailable()}")
+pytestmark = [pytest.mark.skipif(why_unavailable() is not None, reason=f"no private PostgreSQL: {why_unavailable()}"), requires("openssl")]
 
 TLS_ONLY = [
     "hostssl all all 127.0.0.1/32 scram-sha-256",
