@@ -10,11 +10,13 @@ Global options (`--database-url`, `--version`) are accepted before or after the 
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 import typer
@@ -26,6 +28,7 @@ from coordinator.errors import UserError
 # Options of the root command that take a value, and those that do not.
 GLOBAL_VALUE_OPTIONS = ("--database-url",)
 GLOBAL_FLAGS = ("--version",)
+INTERRUPTED_EXIT = 130  # the shell's code for "stopped by Ctrl-C"
 
 
 def hoist_global_options(args: list[str]) -> list[str]:
@@ -96,6 +99,13 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+def path_option(text: str, flag: str) -> Path:
+    """A path from the command line; an empty one (an unset shell variable) is refused, never read as '.'."""
+    if not text.strip():
+        raise UserError(f"{flag} is empty: give a path")
+    return Path(text)
+
+
 def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
     """'1 worker', '2 workers'."""
     return f"{count} {noun if count == 1 else (plural_noun or noun + 's')}"
@@ -111,26 +121,58 @@ def split_globs(text: str | None) -> list[str] | None:
     return globs
 
 
+class CtrlC:
+    """Remembers a Ctrl-C (SIGINT) while still raising KeyboardInterrupt where the program is.
+
+    Typer turns a KeyboardInterrupt into a plain exit code 130 that a caller cannot tell from a
+    command's own exit, and code in between may catch it; the remembered flag still says
+    "interrupted". A SIGINT the parent chose to ignore (nohup, `&`) stays ignored.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def install(self) -> None:
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self.handle)
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+
 def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> None:
     """Run a Typer app with one-line user errors; shared by the `coordinator` and `worker` entry points."""
     command = typer.main.get_command(typer_app)
+    ctrl_c = CtrlC()
+    ctrl_c.install()
     try:
         result: Any = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except UserError as exc:
+        if ctrl_c.seen:  # e.g. a query cancelled by the Ctrl-C, reported as a database error
+            interrupted()
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Abort:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        interrupted()
     except typer.TyperException as exc:  # bad flags, missing arguments
         print(f"error: {exc.format_message()} (see `{prog_name} --help`)", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as exc:
+        if ctrl_c.seen:
+            interrupted()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        interrupted()
+    if ctrl_c.seen:
+        interrupted()
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def interrupted() -> NoReturn:
+    """Ctrl-C: one line, the shell's exit code for SIGINT, never a traceback."""
+    print("interrupted", file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT)
 
 
 def progress_bar() -> Any:

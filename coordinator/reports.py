@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -22,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator import db
-from coordinator.app import OutputFormat, open_engine, split_globs
+from coordinator.app import OutputFormat, open_engine, path_option, split_globs
 from coordinator.datasets import select_dataset_rows
 from coordinator.errors import UserError
-from coordinator.figures import finish_figure, format_count
+from coordinator.figures import Column, finish_figure, fitted_table, format_count
 
 Row = dict[str, Any]
 
@@ -121,25 +122,26 @@ def json_value(value: Any) -> Any:
     return value
 
 
-def status_table(rows: list[Row]) -> Table:
-    table = Table(title="studies", title_justify="left")
-    for name, justify in [
-        ("study", "left"), ("target", "right"), ("complete", "right"), ("pruned", "right"), ("failed", "right"),
-        ("retried", "right"), ("running", "right"), ("waiting", "right"), ("objective", "left"), ("best", "right"),
-        ("mean trial", "right"),
-        ("ETA", "right"),
-    ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+STATUS_COLUMNS = [
+    Column("study", 0, "left"), Column("target", 1), Column("complete", 1), Column("pruned", 3), Column("failed", 2),
+    Column("retried", 5), Column("running", 2), Column("waiting", 4), Column("objective", 6, "left"), Column("best", 1),
+    Column("mean trial", 5), Column("ETA", 1),
+]
+
+
+def status_table(rows: list[Row], width: int | None = None) -> Table:
+    """Progress per study, in `width` columns (default: the console's)."""
+    cells = []
     for r in rows:
         best = format_number(r["best_objective"])
         eta = "done" if r["target_trials"] is not None and r["remaining"] == 0 and r["running"] == 0 else format_duration(r["eta_s"])
-        table.add_row(
+        cells.append([
             r["study_name"], str(r["target_trials"] if r["target_trials"] is not None else "-"), str(r["complete"]),
             str(r["pruned"]), str(r["failed"]), str(r["retried"]), str(r["running"]), str(r["waiting"]),
             f"{r['objective_metric'] or '-'} ({(r['direction'] or '?')[:3]})", best,
             format_duration(r["mean_duration_s"]), eta,
-        )
-    return table
+        ])
+    return fitted_table("studies", STATUS_COLUMNS, cells, width or console().width)
 
 
 def status_summary(rows: list[Row]) -> str:
@@ -149,13 +151,17 @@ def status_summary(rows: list[Row]) -> str:
     return f"{len(rows)} studies: {finished} of {target} trials finished, {running} running"
 
 
+# (label, row key, keep order): at 80 columns the study, its best trial, the objective, the test AUC
+# and the real parameter count stay; the architecture and training values go first.
 LEADERBOARD_TABLE_COLUMNS = [
-    ("study", "study_name"), ("trial", "trial_number"), ("objective", "objective"), ("val_auc", "val_auc"),
-    ("test AUC [95% CI]", "test_auc_ci"),
-    ("params", "n_params"), ("d_model", "d_model"), ("layers", "n_layers"), ("heads", "n_heads"), ("d_ff", "d_ff"),
-    ("lr", "learning_rate"), ("wd", "weight_decay"), ("dropout", "dropout"), ("epochs", "epochs_run"),
-    ("best epoch", "best_epoch"),
+    ("study", "study_name", 0), ("trial", "trial_number", 1), ("objective", "objective", 9), ("val_auc", "val_auc", 1),
+    ("test AUC [95% CI]", "test_auc_ci", 1),
+    ("params", "n_params", 1), ("d_model", "d_model", 3), ("layers", "n_layers", 3), ("heads", "n_heads", 4), ("d_ff", "d_ff", 5),
+    ("lr", "learning_rate", 6), ("wd", "weight_decay", 7), ("dropout", "dropout", 7), ("epochs", "epochs_run", 8),
+    ("best epoch", "best_epoch", 2),
 ]
+# The leaderboard's CSV/JSON: the view's columns, then the evaluated test AUC and the trial it belongs to.
+TEST_AUC_COLUMNS = ["test_auc", "test_auc_low", "test_auc_high", "test_auc_trial"]
 
 
 def leaderboard_cell(key: str, value: Any) -> str:
@@ -172,13 +178,10 @@ def leaderboard_cell(key: str, value: Any) -> str:
     return str(value)
 
 
-def leaderboard_table(rows: list[Row]) -> Table:
-    table = Table(title="best trial per study", title_justify="left")
-    for label, _ in LEADERBOARD_TABLE_COLUMNS:
-        table.add_column(label, justify="left" if label == "study" else "right")
-    for r in rows:
-        table.add_row(*(leaderboard_cell(key, r[key]) for _, key in LEADERBOARD_TABLE_COLUMNS))
-    return table
+def leaderboard_table(rows: list[Row], width: int | None = None) -> Table:
+    columns = [Column(label, keep, "left" if label == "study" else "right") for label, _, keep in LEADERBOARD_TABLE_COLUMNS]
+    cells = [[leaderboard_cell(key, r[key]) for _, key, _ in LEADERBOARD_TABLE_COLUMNS] for r in rows]
+    return fitted_table("best trial per study", columns, cells, width or console().width)
 
 
 def leaderboard_csv(rows: list[Row], columns: list[str]) -> str:
@@ -347,7 +350,7 @@ def render_html(progress: list[Row], board: list[Row], figure: str | None, lines
             f"<img src='{esc(figure)}' alt='validation AUC vs parameter count per horizon'>",
         ]
     parts += ["<h2>Best architecture per study</h2>"]
-    parts += [table(board, LEADERBOARD_TABLE_COLUMNS, leaderboard_cell) if board else "<p>No COMPLETE trial yet.</p>"]
+    parts += [table(board, [(label, key) for label, key, _ in LEADERBOARD_TABLE_COLUMNS], leaderboard_cell) if board else "<p>No COMPLETE trial yet.</p>"]
     parts += ["<h2>Progress</h2>", table(progress, progress_columns, leaderboard_cell) if progress else "<p>No studies.</p>"]
     if lines:
         baseline_columns = [("dataset", "dataset_name"), ("version", "dataset_version"), ("horizon", "horizon"),
@@ -371,16 +374,17 @@ FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table for 
 
 
 def console() -> Console:
-    """Rich console; when piped (no terminal to measure) wide enough that tables are not squashed."""
+    """Rich console: the terminal's width ($COLUMNS when set); piped without $COLUMNS, wide enough
+    that a log keeps every column."""
     terminal = Console()
-    return terminal if terminal.is_terminal else Console(width=220)
+    return terminal if terminal.is_terminal or os.environ.get("COLUMNS") else Console(width=220)
 
 
 def status_command(ctx: typer.Context, studies: StudiesGlob = None, dataset: DatasetOption = None, format: FormatOption = OutputFormat.table) -> None:
     """Progress per study: target, complete, pruned, failed, running, best, ETA."""
     engine = open_engine(ctx)
     try:
-        rows = select_dataset_rows(study_progress(engine, studies), dataset, explicit_studies=studies is not None)
+        rows = select_dataset_rows(study_progress(engine, studies), dataset)
         columns = view_columns(engine, "study_progress")
     finally:
         engine.dispose()
@@ -401,8 +405,8 @@ def leaderboard_command(ctx: typer.Context, format: FormatOption = OutputFormat.
     """The best COMPLETE trial of every study (by the study's own direction)."""
     engine = open_engine(ctx)
     try:
-        rows = select_dataset_rows(leaderboard(engine, studies), dataset, explicit_studies=studies is not None)
-        columns = view_columns(engine, "leaderboard")
+        rows = select_dataset_rows(leaderboard(engine, studies), dataset)
+        columns = view_columns(engine, "leaderboard") + TEST_AUC_COLUMNS
     finally:
         engine.dispose()
     if format == OutputFormat.csv:
@@ -417,10 +421,11 @@ def leaderboard_command(ctx: typer.Context, format: FormatOption = OutputFormat.
 
 def report_command(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Folder for index.html and the PNG figures.")] = Path("report"),
+    out_text: Annotated[str, typer.Option("--out", help="Folder for index.html and the PNG figures.")] = "report",
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="NAME[:VERSION]: the one dataset the report shows; required when studies use several.")] = None,
 ) -> None:
     """An HTML page with PNG figures: validation AUC vs parameter count per horizon, best architectures."""
+    out = path_option(out_text, "--out")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
     engine = open_engine(ctx)

@@ -448,7 +448,11 @@ def reap_command(
         liveness = Liveness.from_env(heartbeat_interval=heartbeat_interval)
     split_globs(studies)  # an empty list of globs is refused before anything runs
     url = database_url(ctx)
-    db.connect(url).dispose()
+    engine = db.connect(url)
+    try:
+        db.require_writer(engine, "reap attempts")
+    finally:
+        engine.dispose()
     storage = optuna_adapter.open_storage(url)
     try:
         entries = claims.load_studies(storage.engine, studies)

@@ -15,6 +15,7 @@ import typer
 from coordinator import db, records
 from coordinator.errors import UserError
 from coordinator.lifecycle import ledger
+from coordinator.studies import MAX_TRIALS
 
 study_app = typer.Typer(help="Change a study after creation: extend its target, cancel it.", no_args_is_help=True)
 
@@ -30,6 +31,7 @@ def extend(url: str, name: str, trials: int) -> tuple[int, int]:
     """Raise the study's target to `trials`; returns (old target, slots added)."""
     engine = db.connect(url)
     try:
+        db.require_writer(engine, "extend a study")
         with engine.begin() as conn:
             locked_study(conn, name)
             current = ledger.slot_count(conn, ledger.SEARCH, name)
@@ -44,6 +46,7 @@ def extend(url: str, name: str, trials: int) -> tuple[int, int]:
 def cancel(url: str, name: str) -> int:
     engine = db.connect(url)
     try:
+        db.require_writer(engine, "cancel a study")
         with engine.begin() as conn:
             locked_study(conn, name)
             return ledger.cancel_study(conn, name)
@@ -55,7 +58,7 @@ def cancel(url: str, name: str) -> int:
 def extend_command(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The study's name.")],
-    trials: Annotated[int, typer.Option("--trials", help="The new target (more than the current one).")],
+    trials: Annotated[int, typer.Option("--trials", min=1, max=MAX_TRIALS, help=f"The new target (more than the current one, at most {MAX_TRIALS:,}).")],
 ) -> None:
     """Raise a study's target trial count; recorded as an amendment, the spec is unchanged."""
     from coordinator.app import database_url

@@ -114,7 +114,11 @@ class Worker:
         self.install_signal_handlers()
         from coordinator import db
 
-        db.connect(self.options.url).dispose()  # a bad URL or a dead server: one clear line, now
+        engine = db.connect(self.options.url)  # a bad URL or a dead server: one clear line, now
+        try:
+            db.require_writer(engine, "run trials (a worker records them)")
+        finally:
+            engine.dispose()
         self.storage = with_reconnect(lambda: optuna_adapter.open_storage(self.options.url), "open the storage")
         beat = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
         try:
@@ -146,7 +150,11 @@ class Worker:
         kept = []
         for entry in entries:
             ref = entry.spec.dataset
-            dataset = self.dataset(ref.name, ref.version)
+            try:
+                dataset = self.dataset(ref.name, ref.version)
+            except UserError as exc:  # damaged or missing: this study cannot run here, the others may
+                log.error("study %s skipped: %s", entry.name, exc)
+                continue
             if dataset.sha256 != ref.sha256:
                 log.error(
                     "study %s refused: dataset %s has sha256 %s but the study was created on %s",
@@ -155,7 +163,7 @@ class Worker:
                 continue
             kept.append(entry)
         if not kept:
-            raise StudyRefused("no runnable study: every selected study's dataset differs from its spec (see above)")
+            raise StudyRefused("no runnable study: every selected study's dataset is damaged or differs from its spec (see above)")
         return kept
 
     def install_signal_handlers(self) -> None:
