@@ -40,7 +40,7 @@ def run_search(context: WorkerContext, item: ClaimedItem) -> Outcome:
 
 def search_outcome(context: WorkerContext, item: ClaimedItem) -> Outcome:
     """Every way a search trial can end becomes an Outcome."""
-    from coordinator.search_space import SearchSpace
+    from coordinator.studies.search_space import SearchSpace
 
     spec = item.study.spec
     config = item.config
