@@ -53,7 +53,10 @@ def leaderboard_command(ctx: typer.Context, format: FormatOption = OutputFormat.
     """The best COMPLETE trial of every study (by the study's own direction)."""
     engine = open_engine(ctx)
     try:
-        rows = select_dataset_rows(leaderboard(engine, studies), dataset)
+        # The dataset is chosen among the selected studies, finished or not: the same request is
+        # refused (several datasets) before and after the first result.
+        chosen = {r["study_name"] for r in select_dataset_rows(study_progress(engine, studies), dataset)}
+        rows = [r for r in leaderboard(engine, studies) if r["study_name"] in chosen]
         columns = view_columns(engine, "leaderboard") + TEST_AUC_COLUMNS
     finally:
         engine.dispose()
