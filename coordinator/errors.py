@@ -38,10 +38,16 @@ class CtrlC:
 
     def __init__(self) -> None:
         self.seen = False
+        self.previous: Any = None
 
-    def install(self) -> None:
+    def __enter__(self) -> CtrlC:
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, self.handle)
+            self.previous = signal.signal(signal.SIGINT, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
     def handle(self, signum: int, frame: object) -> None:
         self.seen = True
@@ -50,9 +56,11 @@ class CtrlC:
 
 def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> None:
     """Run a Typer app with one-line user errors; shared by the `coordinator` and `worker` entry points."""
-    command = typer.main.get_command(typer_app)
-    ctrl_c = CtrlC()
-    ctrl_c.install()
+    with CtrlC() as ctrl_c:
+        run_command(typer.main.get_command(typer_app), prog_name, argv, ctrl_c)
+
+
+def run_command(command: Any, prog_name: str, argv: list[str] | None, ctrl_c: CtrlC) -> NoReturn:
     try:
         result: Any = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except UserError as exc:

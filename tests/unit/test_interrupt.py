@@ -1,0 +1,53 @@
+"""Ctrl-C always ends as one line, "interrupted", and exit 130: while the CLI is still being
+imported, inside a command, and when something in between swallowed the KeyboardInterrupt."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import typer
+
+from coordinator.errors import run_app
+from tests.conftest import REPO
+
+
+def run(command: object, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    app = typer.Typer(add_completion=False)
+    app.command()(command)  # type: ignore[arg-type]
+    with pytest.raises(SystemExit) as info:
+        run_app(app, "probe", [])
+    return int(info.value.code), capsys.readouterr().err
+
+
+def test_ctrl_c_inside_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted_command() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+
+    assert run(interrupted_command, capsys) == (130, "interrupted\n")
+
+
+def test_ctrl_c_swallowed_on_the_way_still_exits_130(capsys: pytest.CaptureFixture[str]) -> None:
+    def swallowing_command() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass  # a library catching it must not turn Ctrl-C into a run that goes on and exits 0
+
+    assert run(swallowing_command, capsys) == (130, "interrupted\n")
+
+
+def test_ctrl_c_while_the_cli_is_imported() -> None:
+    """The console script's first seconds are imports: Ctrl-C there is one line too."""
+    proc = subprocess.Popen([sys.executable, "-c", "from coordinator.launch import main; main()", "status"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # the interpreter is up, the control plane is being imported
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, "interrupted\n"), err
