@@ -70,12 +70,12 @@ def status_summary(rows: list[Row]) -> str:
     return f"{len(rows)} studies: {finished} of {target} trials finished, {running} running"
 
 
-# (label, row key, keep order): at 80 columns the study, its best trial, val AUC, the test AUC and
-# the real parameter count stay; the architecture and training values are left out first.
+# (label, row key, keep order): narrow, the study, its best trial and the test AUC (once evaluated)
+# stay, then val AUC and the real parameter count; the architecture and training values go first.
 LEADERBOARD_TABLE_COLUMNS = [
-    ("study", "study_name", 0), ("trial", "trial_number", 1), ("objective", "objective", 9), ("val_auc", "val_auc", 1),
+    ("study", "study_name", 0), ("trial", "trial_number", 1), ("objective", "objective", 9), ("val_auc", "val_auc", 2),
     ("test AUC [95% CI]", "test_auc_ci", 1),
-    ("params", "n_params", 1), ("d_model", "d_model", 3), ("layers", "n_layers", 3), ("heads", "n_heads", 4), ("d_ff", "d_ff", 5),
+    ("params", "n_params", 2), ("d_model", "d_model", 3), ("layers", "n_layers", 3), ("heads", "n_heads", 4), ("d_ff", "d_ff", 5),
     ("lr", "learning_rate", 6), ("wd", "weight_decay", 7), ("dropout", "dropout", 7), ("epochs", "epochs_run", 8),
     ("best epoch", "best_epoch", 2),
 ]
@@ -99,8 +99,10 @@ def leaderboard_cell(key: str, value: Any) -> str:
 
 def leaderboard_table(rows: list[Row], width: int | None = None) -> Table:
     """The best trial per study, in `width` columns (default: the terminal's)."""
-    columns = [Column(label, keep, "left" if label == "study" else "right") for label, _, keep in LEADERBOARD_TABLE_COLUMNS]
-    cells = [[leaderboard_cell(key, r[key]) for _, key, _ in LEADERBOARD_TABLE_COLUMNS] for r in rows]
+    evaluated = any(r.get("test_auc_ci") for r in rows)
+    shown = [c for c in LEADERBOARD_TABLE_COLUMNS if evaluated or c[1] != "test_auc_ci"]  # no column of dashes
+    columns = [Column(label, keep, "left" if label == "study" else "right") for label, _, keep in shown]
+    cells = [[leaderboard_cell(key, r.get(key)) for _, key, _ in shown] for r in rows]
     return fitted_table("best trial per study", columns, cells, width or terminal_console().width)
 
 
