@@ -16,12 +16,17 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 
-from coordinator.commands.kit import database_url
+from coordinator.commands.kit import database_url, progress_bar
 from coordinator.errors import UserError
 from coordinator.evaluation.plan import StudyEvaluation, payloads, record_protocol
 from coordinator.evaluation.protocol import EvaluationProtocol, make_protocol
-from coordinator.lifecycle.claims import StudyEntry
-from coordinator.lifecycle.ledger import EVALUATION
+from coordinator.evaluation.summary import compute_verdicts, store_verdicts
+from coordinator.lifecycle.claims import StudyEntry, load_studies
+from coordinator.lifecycle.ledger import EVALUATION, enqueue_items
+from coordinator.reports.answer import print_answer
+from coordinator.store import engines, roles
+from coordinator.store.tables import evaluation_protocols
+from coordinator.studies.datasets import select_dataset_rows
 from coordinator.studies.globs import split_globs
 
 console = Console(stderr=True)
@@ -32,9 +37,6 @@ MAX_SEEDS = 1000
 
 def select_studies(engine: sa.Engine, studies: str | None, dataset: str | None) -> list[StudyEntry]:
     """Studies matching the globs, of one dataset (refused when several and none named)."""
-    from coordinator.lifecycle.claims import load_studies
-    from coordinator.studies.datasets import select_dataset_rows
-
     globs = split_globs(studies)
     entries = load_studies(engine, ",".join(globs) if globs else None)
     if not entries:
@@ -69,8 +71,7 @@ def choose_protocol(engine: sa.Engine, entries: list[StudyEntry], preset: str | 
 
 def recorded_protocols(engine: sa.Engine, names: list[str]) -> dict[str, EvaluationProtocol]:
     """sha256 -> protocol, of the protocols frozen for these studies."""
-    from coordinator.store.tables import evaluation_protocols as t
-
+    t = evaluation_protocols
     with engine.connect() as conn:
         rows = conn.execute(sa.select(t.c.protocol_sha256, t.c.protocol).where(t.c.study_name.in_(names))).all()
     return {sha: EvaluationProtocol.from_dict(data) for sha, data in rows}
@@ -90,8 +91,6 @@ def prepare(engine: sa.Engine, entries: list[StudyEntry], protocol: EvaluationPr
 
 def summarise(engine: sa.Engine, evaluations: list[StudyEvaluation], out: Console) -> None:
     """Compute, store and print the verdicts of the datasets these evaluations belong to."""
-    from coordinator.reports.answer import print_answer
-
     store_answers(engine, evaluations)
     horizons = {e.entry.spec.horizon for e in evaluations}  # `--studies '*-h1'` answers H=1 only
     for name, version in sorted({(e.entry.spec.dataset.name, e.entry.spec.dataset.version) for e in evaluations}):
@@ -119,8 +118,6 @@ def evaluate_command(
 ) -> None:
     """Re-train each finished study's top-k configurations with fresh seeds, score them once on the
     test split, and print test AUC with intervals, baselines and the scaling verdict per horizon."""
-    from coordinator.store import engines, roles
-
     url = database_url(ctx)
     if preset is not None:
         make_protocol(preset, k=k, n_seeds=seeds)  # an unknown preset: refused before anything is read
@@ -147,8 +144,6 @@ def evaluate_command(
 
 
 def wait_for_runs(engine: sa.Engine, evaluations: list[StudyEvaluation], poll_s: float = 2.0) -> None:
-    from coordinator.commands.kit import progress_bar
-
     with progress_bar() as bar:
         done, total = progress_line(engine, evaluations)
         task = bar.add_task("evaluation runs", total=total, completed=done)
@@ -161,8 +156,6 @@ def wait_for_runs(engine: sa.Engine, evaluations: list[StudyEvaluation], poll_s:
 def submit(engine: sa.Engine, evaluations: list[StudyEvaluation]) -> int:
     """Enqueue every study's evaluation runs as ledger items of kind "evaluation"; returns how many
     are new (slots are the payloads' fixed order, so enqueueing again adds nothing)."""
-    from coordinator.lifecycle.ledger import enqueue_items
-
     with engine.begin() as conn:
         return sum(enqueue_items(conn, EVALUATION, e.entry.name, payloads(e)) for e in evaluations)
 
@@ -180,7 +173,5 @@ def start_local(url: str, engine: sa.Engine, names: list[str], preset: str, out:
 
 def store_answers(engine: sa.Engine, evaluations: list[StudyEvaluation]) -> None:
     """Compute and store the verdicts of the datasets these evaluations belong to."""
-    from coordinator.evaluation.summary import compute_verdicts, store_verdicts
-
     for name, version in sorted({(e.entry.spec.dataset.name, e.entry.spec.dataset.version) for e in evaluations}):
         store_verdicts(engine, compute_verdicts(engine, name, version))

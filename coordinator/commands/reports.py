@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
+import sqlalchemy as sa
 import typer
 
 from coordinator.commands.kit import OutputFormat, open_engine, path_option
@@ -30,44 +32,53 @@ FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table for 
 
 def status_command(ctx: typer.Context, studies: StudiesGlob = None, dataset: DatasetOption = None, format: FormatOption = OutputFormat.table) -> None:
     """Progress per study: target, complete, pruned, failed, running, best, ETA."""
-    engine = open_engine(ctx)
-    try:
-        rows = select_dataset_rows(study_progress(engine, studies), dataset)
-        columns = view_columns(engine, "study_progress")
-    finally:
-        engine.dispose()
-    # Everything is read and checked before the first line is printed.
-    if format == OutputFormat.csv:
-        typer.echo(leaderboard_csv(rows, columns), nl=False)
-    elif format == OutputFormat.json:
-        typer.echo(leaderboard_json(rows))
-    elif not rows:
+    rows, columns = read_view(ctx, "study_progress", study_progress, studies, dataset)
+    if echo_for_programs(rows, columns, format):
+        return
+    if not rows:
         typer.echo("no studies yet: create them with `coordinator create-studies`")
-    else:
-        out = terminal_console()
-        out.print(status_table(rows))
-        out.print(status_summary(rows))
+        return
+    out = terminal_console()
+    out.print(status_table(rows))
+    out.print(status_summary(rows))
 
 
 def leaderboard_command(ctx: typer.Context, format: FormatOption = OutputFormat.table, studies: StudiesGlob = None, dataset: DatasetOption = None) -> None:
     """The best COMPLETE trial of every study (by the study's own direction)."""
-    engine = open_engine(ctx)
-    try:
-        # The dataset is chosen among the selected studies, finished or not: the same request is
-        # refused (several datasets) before and after the first result.
-        chosen = {r["study_name"] for r in select_dataset_rows(study_progress(engine, studies), dataset)}
-        rows = [r for r in leaderboard(engine, studies) if r["study_name"] in chosen]
-        columns = view_columns(engine, "leaderboard") + TEST_AUC_COLUMNS
-    finally:
-        engine.dispose()
-    if format == OutputFormat.csv:
-        typer.echo(leaderboard_csv(rows, columns), nl=False)
-    elif format == OutputFormat.json:
-        typer.echo(leaderboard_json(rows))
-    elif rows:
+    rows, columns = read_view(ctx, "leaderboard", leaderboard, studies, dataset, tuple(TEST_AUC_COLUMNS))
+    if echo_for_programs(rows, columns, format):
+        return
+    if rows:
         terminal_console().print(leaderboard_table(rows))
     else:
         typer.echo("no COMPLETE trial yet")
+
+
+def read_view(
+    ctx: typer.Context, view: str, read: Callable[[sa.Engine, str | None], list[dict[str, Any]]], studies: str | None, dataset: str | None,
+    extra_columns: tuple[str, ...] = (),
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The view's rows for the chosen studies and dataset, and its columns: everything is read and
+    checked before the first line is printed. The dataset is chosen among the selected studies,
+    finished or not, so a request that spans datasets is refused before and after the first result."""
+    engine = open_engine(ctx)
+    try:
+        chosen = {r["study_name"] for r in select_dataset_rows(study_progress(engine, studies), dataset)}
+        rows = [r for r in read(engine, studies) if r["study_name"] in chosen]
+        return rows, view_columns(engine, view) + list(extra_columns)
+    finally:
+        engine.dispose()
+
+
+def echo_for_programs(rows: list[dict[str, Any]], columns: list[str], format: OutputFormat) -> bool:
+    """Print csv or json and say so; False for the table format, which each command prints its own way."""
+    if format == OutputFormat.csv:
+        typer.echo(leaderboard_csv(rows, columns), nl=False)
+        return True
+    if format == OutputFormat.json:
+        typer.echo(leaderboard_json(rows))
+        return True
+    return False
 
 
 def report_command(
