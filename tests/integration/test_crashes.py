@@ -98,3 +98,19 @@ def test_studies_and_trials_describe_themselves_to_plain_optuna(initialised_db: 
         assert not optuna_adapter.describe_trial(trial, details)  # told: Optuna takes no more attributes
     finally:
         storage.engine.dispose()
+
+
+def test_a_synthetic_dataset_is_known_as_such(initialised_db: str, tmp_path) -> None:
+    """Verdicts and the report mark results on a generated market; a real import is not marked."""
+    synthetic = make_dataset(initialised_db).split(":")[0]
+    engine = engines.make_engine(initialised_db)
+    try:
+        real_csv = tmp_path / "REAL.csv"
+        bars = registry.latest_series(engine, "SYN").frame.rename_axis("date")
+        bars.to_csv(real_csv)
+        registry.register_series(engine, "REAL", registry.read_bars(real_csv), source=str(real_csv))
+        real, _ = registry.build_dataset(engine, "REAL")
+        assert registry.synthetic_dataset(engine, synthetic, 1)
+        assert not registry.synthetic_dataset(engine, real.name, real.version)
+    finally:
+        engine.dispose()
