@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import typer
@@ -82,6 +83,16 @@ def run_command(command: Any, prog_name: str, argv: list[str] | None, ctrl_c: Ct
     if ctrl_c.seen:
         interrupted()
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def guarded(load: Callable[[], Callable[[], None]]) -> None:
+    """A console script's start: import its CLI with `load`, then run it. Importing takes seconds
+    (SQLAlchemy, pandas, Optuna); a Ctrl-C in that time ends like one later, not in a traceback."""
+    try:
+        cli_main = load()
+    except KeyboardInterrupt:
+        interrupted()
+    cli_main()
 
 
 def interrupted() -> NoReturn:

@@ -1,21 +1,18 @@
-"""The `coordinator` console script's entry point.
-
-Importing the CLI takes seconds (SQLAlchemy, pandas, Optuna); a Ctrl-C in that time must end like a
-Ctrl-C later (one line, exit 130), not with a KeyboardInterrupt traceback. So the one import that
-builds the CLI happens here, inside the guard.
-"""
+"""The `coordinator` console script's entry point: the CLI is imported inside `errors.guarded`, so a
+Ctrl-C in the seconds that import takes says "interrupted" and exits 130 instead of a traceback."""
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 
-INTERRUPTED_EXIT = 130  # the shell's code for "stopped by Ctrl-C"
+from coordinator.errors import guarded
+
+
+def load_cli() -> Callable[[], None]:
+    from coordinator.cli import main  # heavy: the whole control plane
+
+    return main
 
 
 def main() -> None:
-    try:
-        from coordinator.cli import main as cli_main  # heavy: the whole control plane
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(INTERRUPTED_EXIT)
-    cli_main()
+    guarded(load_cli)

@@ -1,17 +1,18 @@
-"""The `worker` console script's entry point: a Ctrl-C while the worker's modules are still being
-imported says "interrupted" and exits 130, like a Ctrl-C later, instead of a traceback."""
+"""The `worker` console script's entry point: the worker's CLI is imported inside `errors.guarded`, so
+a Ctrl-C in the seconds that import takes says "interrupted" and exits 130 instead of a traceback."""
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 
-INTERRUPTED_EXIT = 130  # the shell's code for "stopped by Ctrl-C"
+from coordinator.errors import guarded
+
+
+def load_cli() -> Callable[[], None]:
+    from worker.cli import main  # heavy: the control plane's store and lifecycle
+
+    return main
 
 
 def main() -> None:
-    try:
-        from worker.cli import main as cli_main  # heavy: the control plane's store and lifecycle
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(INTERRUPTED_EXIT)
-    cli_main()
+    guarded(load_cli)

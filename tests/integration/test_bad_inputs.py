@@ -177,3 +177,10 @@ def test_entry_point_module_is_light() -> None:
     probe = "import sys, coordinator.launch, worker.launch; print(sorted(m for m in ('sqlalchemy', 'pandas', 'optuna') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_leaderboard_csv_has_the_test_auc_columns(service: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = coordinator(["--database-url", service["url"], "leaderboard", "--dataset", "syn-a25:1", "--format", "csv"], capsys)
+    assert code == 0, err
+    header = out.splitlines()[0].split(",")
+    assert header[-4:] == ["test_auc", "test_auc_low", "test_auc_high", "test_auc_trial"] and "n_params" in header
