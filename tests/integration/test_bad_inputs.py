@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -168,15 +167,6 @@ def test_dashboard_port_in_use_before_the_banner(service: dict[str, str], capsys
         port = taken.getsockname()[1]
         code, out, err = coordinator(["--database-url", service["url"], "dashboard", "--port", str(port)], capsys)
     assert_one_line(code, out, err, f"cannot serve on 127.0.0.1:{port}")
-
-
-def test_entry_point_module_is_light() -> None:
-    """The console scripts' launchers import nothing heavy before their Ctrl-C guard."""
-    import subprocess
-
-    probe = "import sys, coordinator.launch, worker.launch; print(sorted(m for m in ('sqlalchemy', 'pandas', 'optuna') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "[]"
 
 
 def test_leaderboard_csv_has_the_test_auc_columns(service: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
