@@ -140,13 +140,14 @@ def test_scalesweep_home_not_a_folder(home: str, files: dict[str, str], capsys: 
 
 
 def test_mistyped_data_folder_is_said(files: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """A mistyped $SCALESWEEP_DATA never quietly becomes a synthetic run."""
+    """A mistyped $SCALESWEEP_DATA never quietly becomes a synthetic run: it is said, loudly."""
     from coordinator.data.location import ENV_DATA, find_real_bars
-    from coordinator.errors import UserError
 
     monkeypatch.setenv(ENV_DATA, files["tmp"] + "/no-such-folder")
-    with pytest.raises(UserError, match="not a folder"):
-        find_real_bars(allow_fetch=False, say=lambda text: None)
+    monkeypatch.chdir(files["tmp"])  # no data/ cache here
+    said: list[str] = []
+    assert find_real_bars(allow_fetch=False, say=said.append) is None
+    assert said == [f"WARNING: ${ENV_DATA} is {files['tmp']}/no-such-folder, which does not exist (a typo?): looking for SPY elsewhere"]
 
 
 @pytest.mark.skipif(os.path.exists("/dev/nvidia0"), reason="a GPU is visible here")

@@ -8,12 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 import typer
 
 from coordinator.errors import run_app
 from tests.conftest import REPO
+
+
+@pytest.fixture(autouse=True)
+def shell_ctrl_c() -> Iterator[None]:
+    """Ctrl-C as a shell leaves it (earlier tests in the run may have replaced the handler)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def run(command: object, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
