@@ -121,7 +121,11 @@ class Worker:
         """Returns the exit code: 0 when done or stopped cleanly, 1 after repeated unexpected errors."""
         self.install_signal_handlers()
 
-        engines.connect(self.options.url).dispose()  # a bad URL or a dead server: one clear line, now
+        engine = engines.connect(self.options.url)  # a bad URL or a dead server: one clear line, now
+        try:
+            roles.require_writer(engine, "run trials (a worker records them)")
+        finally:
+            engine.dispose()
         self.storage = with_reconnect(lambda: optuna_adapter.open_storage(self.options.url), "open the storage")
         self.started_at = with_reconnect(lambda: claims.database_now(self.engine), "read the database clock")
         beat = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
@@ -154,7 +158,11 @@ class Worker:
         kept = []
         for entry in entries:
             ref = entry.spec.dataset
-            dataset = self.dataset(ref.name, ref.version)
+            try:
+                dataset = self.dataset(ref.name, ref.version)
+            except UserError as exc:  # damaged or missing: this study cannot run here, the others may
+                log.error("study %s skipped: %s", entry.name, exc)
+                continue
             if dataset.sha256 != ref.sha256:
                 log.error(
                     "study %s refused: dataset %s has sha256 %s but the study was created on %s",
@@ -163,7 +171,7 @@ class Worker:
                 continue
             kept.append(entry)
         if not kept:
-            raise StudyRefused("no runnable study: every selected study's dataset differs from its spec (see above)")
+            raise StudyRefused("no runnable study: every selected study's dataset is damaged or differs from its spec (see above)")
         return kept
 
     def install_signal_handlers(self) -> None:

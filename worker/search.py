@@ -33,7 +33,14 @@ class Stopped(Exception):
 
 @register(SEARCH)
 def run_search(context: WorkerContext, item: ClaimedItem) -> Outcome:
-    """Build and train the sampled trial; every way it can end becomes an Outcome."""
+    """Build and train the sampled trial, then describe it to Optuna (count, architecture, metrics)."""
+    outcome = search_outcome(context, item)
+    with_reconnect(lambda: optuna_adapter.describe_trial(item.trial, outcome.details), f"describe trial {item.label}")
+    return outcome
+
+
+def search_outcome(context: WorkerContext, item: ClaimedItem) -> Outcome:
+    """Every way a search trial can end becomes an Outcome."""
     spec = item.study.spec
     config = item.config
     space = SearchSpace.from_dict(spec.search_space)

@@ -7,6 +7,7 @@ from elsewhere through an SSH tunnel. Needs the `dashboard` extra.
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 import typer
@@ -16,6 +17,16 @@ from coordinator.errors import UserError, require_extra
 from coordinator.store import engines, urls
 
 HOST = "127.0.0.1"
+
+
+def port_free(port: int) -> None:
+    """Bind the port once and let go: taken is one line before anything else is printed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+        try:
+            probe.bind((HOST, port))
+        except OSError as exc:
+            raise UserError(f"cannot serve on {HOST}:{port}: {exc.strerror or exc}") from None
 
 
 def dashboard_command(
@@ -28,6 +39,7 @@ def dashboard_command(
 
     url = database_url(ctx)
     engines.connect(url).dispose()  # unreachable: one line now, not a traceback from the dashboard
+    port_free(port)  # "address in use" before the banner, not after it
     typer.echo(f"optuna-dashboard on http://{HOST}:{port} for {urls.describe(url)} (Ctrl-C stops it)", err=True)
     storage = engines.optuna_storage(url, skip_table_creation=True)
     try:

@@ -11,14 +11,13 @@ from typing import Annotated, Any, Optional
 
 import sqlalchemy as sa
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from coordinator.commands.kit import OutputFormat, open_engine, progress_bar
 from coordinator.data import features, registry, series
 from coordinator.data.labels import THRESHOLD, positive_rate, threshold_label
 from coordinator.data.synth import synthetic_series
 from coordinator.errors import UserError, require_extra
+from coordinator.reports.columns import Column, fitted_table, terminal_console
 
 SUMMARY_HORIZONS = (1, 3, 5)
 
@@ -99,7 +98,7 @@ def synth_command(
     ctx: typer.Context,
     symbol: Annotated[str, typer.Argument(help="Symbol to register the synthetic series under.")],
     days: Annotated[int, typer.Option("--days", min=300, max=100_000, help="Number of business days (300..100000).")] = 2500,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same bars.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Random seed (0..2^32-1); the same seed gives the same bars.")] = 0,
 ) -> None:
     """Register a seeded synthetic market (GARCH volatility clustering, OHLCV)."""
     symbol = registry.normalise_symbol(symbol)
@@ -164,6 +163,17 @@ def print_dataset_summary(dataset: registry.Dataset, created: bool) -> None:
     typer.echo(f"  labels   positive rate at threshold {THRESHOLD:.0%}: {rates}")
 
 
+# Kept at 80 columns: what commands take (symbol, name:version) and when; hashes and files go first.
+SERIES_COLUMNS = [
+    Column("symbol", 0, "left"), Column("version", 0), Column("rows", 2), Column("from", 1, "left"), Column("to", 1, "left"),
+    Column("volume", 5, "left"), Column("repaired", 6), Column("sha256", 4, "left"), Column("source", 7, "left"), Column("created", 3, "left"),
+]
+DATASET_COLUMNS = [
+    Column("name", 0, "left"), Column("version", 0), Column("tier", 5, "left"), Column("rows", 2), Column("from", 1, "left"),
+    Column("to", 1, "left"), Column("columns", 6), Column("sha256", 4, "left"), Column("sources", 3, "left"), Column("created", 7, "left"),
+]
+
+
 @data_app.command("list")
 def list_command(
     ctx: typer.Context,
@@ -188,27 +198,19 @@ def list_command(
         for d in all_datasets:
             writer.writerow({**plain(d), "sources": " ".join(f"{x['symbol']}:{x['version']}" for x in d["sources"])})
         return
-    console = Console() if Console().is_terminal else Console(width=160)  # pipes and logs get full rows
-    table = Table(title="series")
-    for column in ("symbol", "version", "rows", "from", "to", "volume", "repaired", "sha256", "source", "created"):
-        table.add_column(column, no_wrap=True)
-    for s in all_series:
-        table.add_row(
-            s["symbol"], str(s["version"]), str(s["rows"]), str(s["start_date"]), str(s["end_date"]),
-            "yes" if s["has_volume"] else "no", str(s["repaired_rows"]), short(s["sha256"]), Path(s["source"]).name,
-            f"{s['created_at']:%Y-%m-%d %H:%M}",
-        )  # fmt: skip
-    console.print(table)
-    table = Table(title="datasets")
-    for column in ("name", "version", "tier", "rows", "from", "to", "columns", "sha256", "sources", "created"):
-        table.add_column(column, no_wrap=True)
-    for d in all_datasets:
-        sources = ", ".join(f"{s['symbol']} v{s['version']}" for s in d["sources"])
-        table.add_row(
-            d["name"], str(d["version"]), d["tier"], str(d["rows"]), str(d["start_date"]), str(d["end_date"]),
-            str(len(d["input_columns"])), short(d["sha256"]), sources, f"{d['created_at']:%Y-%m-%d %H:%M}",
-        )  # fmt: skip
-    console.print(table)
+    console = terminal_console()
+    series_cells = [
+        [s["symbol"], str(s["version"]), str(s["rows"]), str(s["start_date"]), str(s["end_date"]), "yes" if s["has_volume"] else "no",
+         str(s["repaired_rows"]), short(s["sha256"]), Path(s["source"]).name, f"{s['created_at']:%Y-%m-%d %H:%M}"]
+        for s in all_series
+    ]
+    console.print(fitted_table("series", SERIES_COLUMNS, series_cells, console.width))
+    dataset_cells = [
+        [d["name"], str(d["version"]), d["tier"], str(d["rows"]), str(d["start_date"]), str(d["end_date"]), str(len(d["input_columns"])),
+         short(d["sha256"]), ", ".join(f"{s['symbol']} v{s['version']}" for s in d["sources"]), f"{d['created_at']:%Y-%m-%d %H:%M}"]
+        for d in all_datasets
+    ]
+    console.print(fitted_table("datasets", DATASET_COLUMNS, dataset_cells, console.width))
     if not all_series:
         typer.echo("nothing registered yet: start with `coordinator data import SYMBOL FILE`")
 

@@ -24,11 +24,15 @@ from coordinator.evaluation.summary import compute_verdicts, store_verdicts
 from coordinator.lifecycle.claims import StudyEntry, load_studies
 from coordinator.lifecycle.ledger import EVALUATION, enqueue_items
 from coordinator.reports.answer import print_answer
-from coordinator.store import engines
+from coordinator.store import engines, roles
+from coordinator.store.tables import evaluation_protocols
 from coordinator.studies.datasets import select_dataset_rows
 from coordinator.studies.globs import split_globs
 
 console = Console(stderr=True)
+# Each run trains a model: thousands are already days of work; the caps keep a typo from planning 10^18.
+MAX_K = 100
+MAX_SEEDS = 1000
 
 
 def select_studies(engine: sa.Engine, studies: str | None, dataset: str | None) -> list[StudyEntry]:
@@ -38,7 +42,7 @@ def select_studies(engine: sa.Engine, studies: str | None, dataset: str | None) 
     if not entries:
         raise UserError(f"no study matching '{studies}'" if studies else "no study yet: run `coordinator create-studies`")
     rows = [{"entry": e, "dataset_name": e.spec.dataset.name, "dataset_version": e.spec.dataset.version} for e in entries]
-    chosen = [r["entry"] for r in select_dataset_rows(rows, dataset, explicit_studies=False)]
+    chosen = [r["entry"] for r in select_dataset_rows(rows, dataset)]
     if not chosen:
         raise UserError(f"no selected study uses dataset '{dataset}'")
     return chosen
@@ -50,6 +54,27 @@ def finished(engine: sa.Engine, names: list[str]) -> dict[str, bool]:
         rows = conn.execute(sa.text("SELECT study_name, remaining, running FROM study_progress WHERE study_name = ANY(:n)"),
                             {"n": names}).all()
     return {name: remaining == 0 and running == 0 for name, remaining, running in rows}
+
+
+def choose_protocol(engine: sa.Engine, entries: list[StudyEntry], preset: str | None, k: int | None, seeds: int | None) -> EvaluationProtocol:
+    """The protocol asked for; with no --preset/--k/--seeds, the one already recorded for these
+    studies (`coordinator local` evaluates with the smoke protocol), else the default one."""
+    if preset is not None or k is not None or seeds is not None:
+        return make_protocol(preset or "default", k=k, n_seeds=seeds)
+    recorded = recorded_protocols(engine, [e.name for e in entries])
+    if len(recorded) == 1:
+        protocol = next(iter(recorded.values()))
+        console.print(f"protocol: the one recorded for these studies ({protocol.describe()})")
+        return protocol
+    return make_protocol("default")
+
+
+def recorded_protocols(engine: sa.Engine, names: list[str]) -> dict[str, EvaluationProtocol]:
+    """sha256 -> protocol, of the protocols frozen for these studies."""
+    t = evaluation_protocols
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.protocol_sha256, t.c.protocol).where(t.c.study_name.in_(names))).all()
+    return {sha: EvaluationProtocol.from_dict(data) for sha, data in rows}
 
 
 def prepare(engine: sa.Engine, entries: list[StudyEntry], protocol: EvaluationProtocol) -> list[StudyEvaluation]:
@@ -67,8 +92,9 @@ def prepare(engine: sa.Engine, entries: list[StudyEntry], protocol: EvaluationPr
 def summarise(engine: sa.Engine, evaluations: list[StudyEvaluation], out: Console) -> None:
     """Compute, store and print the verdicts of the datasets these evaluations belong to."""
     store_answers(engine, evaluations)
+    horizons = {e.entry.spec.horizon for e in evaluations}  # `--studies '*-h1'` answers H=1 only
     for name, version in sorted({(e.entry.spec.dataset.name, e.entry.spec.dataset.version) for e in evaluations}):
-        print_answer(engine, name, version, out)
+        print_answer(engine, name, version, out, horizons)
 
 
 def progress_line(engine: sa.Engine, evaluations: list[StudyEvaluation]) -> tuple[int, int]:
@@ -84,18 +110,23 @@ def evaluate_command(
     ctx: typer.Context,
     studies: Annotated[Optional[str], typer.Option("--studies", help="Studies matching these globs, comma-separated; default: all.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="NAME[:VERSION]; required when the studies use several datasets.")] = None,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Top-k configurations per study (default 3; smoke 1).")] = None,
-    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Fresh seeds per configuration (default 5; smoke 3).")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="default (k 3, 5 seeds) or smoke (k 1, 3 seeds: wide intervals).")] = "default",
+    k: Annotated[Optional[int], typer.Option("--k", min=1, max=MAX_K, help="Top-k configurations per study (default 3; smoke 1).")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Fresh seeds per configuration (default 5; smoke 3).")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="default (k 3, 5 seeds) or smoke (k 1, 3 seeds: wide intervals); "
+                                                  "without it and --k/--seeds: the protocol already recorded for these studies, else default.")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Show progress until every run is stored, then print the answer.")] = False,
 ) -> None:
     """Re-train each finished study's top-k configurations with fresh seeds, score them once on the
     test split, and print test AUC with intervals, baselines and the scaling verdict per horizon."""
     url = database_url(ctx)
-    protocol = make_protocol(preset, k=k, n_seeds=seeds)
+    if preset is not None:
+        make_protocol(preset, k=k, n_seeds=seeds)  # an unknown preset: refused before anything is read
     engine = engines.connect(url)
     try:
-        evaluations = prepare(engine, select_studies(engine, studies, dataset), protocol)
+        roles.require_writer(engine, "submit evaluation runs")
+        entries = select_studies(engine, studies, dataset)
+        protocol = choose_protocol(engine, entries, preset, k, seeds)
+        evaluations = prepare(engine, entries, protocol)
         if not evaluations:
             raise UserError("no finished study to evaluate")
         submitted = submit(engine, evaluations)

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 
-from coordinator.commands.kit import engine_for
+from coordinator.commands.kit import engine_for, path_option
 from coordinator.errors import UserError
 from coordinator.reports.queries import select_studies, study_progress, view_columns
 from coordinator.store import engines
@@ -27,14 +27,29 @@ class ExportFormat(StrEnum):
     parquet = "parquet"
 
 
+# File name endings that say the other format: writing CSV into x.parquet makes a file no reader opens.
+SUFFIXES = {ExportFormat.csv: (".csv", ".txt", ".tsv"), ExportFormat.parquet: (".parquet", ".pq")}
+
+
+def check_suffix(format: ExportFormat, out: Path | None) -> None:
+    if out is None:
+        return
+    suffix = out.suffix.lower()
+    for other, endings in SUFFIXES.items():
+        if other != format and suffix in endings:
+            raise UserError(f"--out {out} ends in {suffix} but --format is {format.value}: use --format {other.value} or another name")
+
+
 def export_command(
     ctx: typer.Context,
     format: Annotated[ExportFormat, typer.Option("--format", help="csv or parquet.")] = ExportFormat.csv,
-    out: Annotated[Optional[Path], typer.Option("--out", help="File to write; default for csv: stdout.")] = None,
+    out_text: Annotated[Optional[str], typer.Option("--out", help="File to write; default for csv: stdout.")] = None,
     studies: Annotated[Optional[str], typer.Option("--studies", help="Only studies matching these globs, comma-separated.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="NAME[:VERSION], or all; required when the studies use several datasets.")] = None,
 ) -> None:
     """Trial results (every state, every metric) for pandas, R or a spreadsheet."""
+    out = None if out_text is None else path_option(out_text, "--out")
+    check_suffix(format, out)
     if format == ExportFormat.parquet and out is None:
         raise UserError("--format parquet needs --out FILE")
     if out is not None and out.is_dir():
@@ -43,7 +58,7 @@ def export_command(
         rows = engines.read_rows(engine, "SELECT * FROM trial_results ORDER BY study_name, trial_number")
         columns = view_columns(engine, "trial_results")
         chosen_names = {r["study_name"] for r in select_studies(study_progress(engine), studies)}
-    rows = select_dataset_rows([r for r in rows if r["study_name"] in chosen_names], dataset, explicit_studies=studies is not None)
+    rows = select_dataset_rows([r for r in rows if r["study_name"] in chosen_names], dataset)
     frame = pd.DataFrame(rows, columns=columns)
     if "metrics" in frame:
         frame["metrics"] = [None if m is None else json.dumps(m, sort_keys=True) for m in frame["metrics"]]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
+from coordinator.errors import UserError
 from coordinator.store import engines
 
 # Options of the root command that take a value, and those that do not.
@@ -86,6 +88,13 @@ class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
+
+
+def path_option(text: str, flag: str) -> Path:
+    """A path from the command line; an empty one (an unset shell variable) is refused, never read as '.'."""
+    if not text.strip():
+        raise UserError(f"{flag} is empty: give a path")
+    return Path(text)
 
 
 def plural(count: int, noun: str, plural_noun: str | None = None) -> str:

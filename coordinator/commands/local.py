@@ -41,6 +41,7 @@ from coordinator.data.synth import synthetic_bars
 from coordinator.errors import UserError
 from coordinator.lifecycle.settings import Device
 from coordinator.reports.answer import print_answer
+from coordinator.reports.columns import terminal_console
 from coordinator.reports.html import write_report
 from coordinator.reports.queries import leaderboard, study_progress
 from coordinator.reports.terminal import format_duration, format_number, leaderboard_table
@@ -70,7 +71,11 @@ def local_command(
     if report_dir.exists() and not report_dir.is_dir():
         raise UserError(f"--report-dir {report_dir} is a file, not a folder")
     started = time.monotonic()
+    if device == Device.cuda:
+        require_gpu()
     url = database_url(ctx)
+    if dataset is not None:
+        check_dataset(url, dataset)
     console.print(f"[bold]database[/] {urls.describe(url)}")
     for step in schema.init_db(url):
         console.print(f"  ok  {step}")
@@ -98,6 +103,28 @@ def local_command(
     )
     if failed:
         raise UserError(f"{plural(failed, 'worker')} exited with an error; see the logs in {logs_dir()}")
+
+
+def require_gpu() -> None:
+    """--device cuda on a machine without a GPU: one line before a worker starts or a report is rewritten.
+
+    The workers' own probe (nvidia-smi, else torch in a child), run in a child process: the control
+    plane does not import the worker or torch.
+    """
+    probe = "import sys; from worker.leases import visible_gpus; sys.exit(0 if visible_gpus() else 1)"
+    if subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode != 0:
+        raise UserError("--device cuda but no GPU is visible (nvidia-smi / torch find none): use --device cpu or auto")
+
+
+def check_dataset(url: str, given: str) -> None:
+    """--dataset names a registered dataset: checked before `db init` prints anything."""
+    engine = engines.connect(url)
+    try:
+        if not sa.inspect(engine).has_table("datasets"):
+            raise UserError(f"unknown dataset '{given}' (registered: none yet; build one with `coordinator data build`)")
+        resolve_dataset(engine, given)
+    finally:
+        engine.dispose()
 
 
 def studies_datasets(engine: sa.Engine) -> list[str]:
@@ -185,9 +212,12 @@ def run_workers(url: str, names: list[str], n: int, device: str, engine: sa.Engi
             log_path = logs_dir() / f"worker-{i}.log"
             command = [sys.executable, "-m", "worker.cli", "--database-url", url, "--studies", ",".join(names),
                        "--device", device, "--worker-id", f"local-{i}"]
+            # Appended, under a header: the log of an earlier run (a failure being investigated) is kept.
+            log = log_path.open("a")
+            log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} coordinator local: worker local-{i} on {','.join(names)} =====\n")
+            log.flush()
             # Their own session: a terminal's Ctrl-C reaches only this process, which stops them in order.
-            procs.append((subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env,
-                                           start_new_session=True), log_path))
+            procs.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True), log_path))
         console.print(f"[bold]{plural(n, 'worker')}[/] started; logs in {logs_dir()}")
         with Live(progress_table(engine, names), console=console, refresh_per_second=1) as live:
             while stop.signal is None and any(p.poll() is None for p, _ in procs):
@@ -265,7 +295,5 @@ def final_counts(engine: sa.Engine, names: list[str]) -> dict[str, int]:
 def show_results(engine: sa.Engine, names: list[str], report_dir: Path, dataset: str | None = None) -> None:
     """The leaderboard of these studies, then the HTML report (of every study in the database)."""
     board = [r for r in leaderboard(engine) if r["study_name"] in names]
-    table = leaderboard_table(board)
-    table.columns[0].no_wrap = True  # the study name is the key: never truncate it
-    Console(width=max(Console().width, 160)).print(table)
+    terminal_console().print(leaderboard_table(board))
     console.print(f"[bold]report[/] {write_report(engine, report_dir, dataset).resolve()}")

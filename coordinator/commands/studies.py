@@ -21,7 +21,7 @@ from coordinator.evaluation import baselines
 from coordinator.lifecycle import amendments, claims, optuna_adapter, reaper
 from coordinator.lifecycle.registration import create_studies
 from coordinator.lifecycle.settings import ENV_HEARTBEAT, Liveness, env_int
-from coordinator.store import engines
+from coordinator.store import engines, roles
 from coordinator.studies.globs import split_globs
 from coordinator.studies.planning import MatrixRequest, PlannedStudy, plan_studies
 from coordinator.studies.presets import MAX_TRIALS, ObjectiveName, PresetName, PrunerName, preset_named, preset_search_space
@@ -154,7 +154,11 @@ def reap_command(
         liveness = Liveness.from_env(heartbeat_interval=heartbeat_interval)
     split_globs(studies)  # an empty list of globs is refused before anything runs
     url = database_url(ctx)
-    engines.connect(url).dispose()
+    engine = engines.connect(url)
+    try:
+        roles.require_writer(engine, "reap attempts")
+    finally:
+        engine.dispose()
     storage = optuna_adapter.open_storage(url)
     try:
         entries = claims.load_studies(storage.engine, studies)
@@ -204,7 +208,7 @@ study_app = typer.Typer(help="Change a study after creation: extend its target, 
 def extend_command(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The study's name.")],
-    trials: Annotated[int, typer.Option("--trials", help="The new target (more than the current one).")],
+    trials: Annotated[int, typer.Option("--trials", min=1, max=MAX_TRIALS, help=f"The new target (more than the current one, at most {MAX_TRIALS:,}).")],
 ) -> None:
     """Raise a study's target trial count; recorded as an amendment, the spec is unchanged."""
     before, added = amendments.extend(database_url(ctx), name, trials)

@@ -43,6 +43,8 @@ def find_real_bars(allow_fetch: bool = True, say: object = print) -> RealBars | 
     """SPY (and VIX) files from $SCALESWEEP_DATA, else the data/ cache, else a yfinance download into
     the cache; None when none of these works (offline, yfinance not installed)."""
     shared = real_data_dir()
+    if os.environ.get(ENV_DATA) and not shared.is_dir():  # a typo must not go unnoticed on the way to a synthetic run
+        say(f"WARNING: ${ENV_DATA} is {shared}, which does not exist (a typo?): looking for SPY elsewhere")  # type: ignore[operator]
     if (shared / "SPY.csv").is_file():
         vix = shared / "VIX.csv"
         return RealBars(shared / "SPY.csv", vix if vix.is_file() else None, f"{shared} (${ENV_DATA})")

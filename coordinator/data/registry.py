@@ -43,10 +43,15 @@ class Dataset:
     meta: dict = field(default_factory=dict)
 
 
+MAX_SYMBOL_LENGTH = 32  # exchange and Yahoo symbols are short (BRK-B, ^VIX, EURUSD=X)
+
+
 def normalise_symbol(symbol: str) -> str:
     clean = symbol.strip().upper()
-    if not clean or not all(ch.isalnum() or ch in "^.-=_" for ch in clean):
-        raise UserError(f"bad symbol {symbol!r}: letters, digits and ^ . - = _ only")
+    if len(clean) > MAX_SYMBOL_LENGTH:
+        raise UserError(f"bad symbol {symbol[:20]!r}... ({len(clean)} characters): at most {MAX_SYMBOL_LENGTH}")
+    if not clean or not all(ch.isascii() and (ch.isalnum() or ch in "^.-=_") for ch in clean):
+        raise UserError(f"bad symbol {symbol!r}: ASCII letters, digits and ^ . - = _ only")
     return clean
 
 
@@ -57,6 +62,8 @@ def lock(conn: sa.Connection, key: str) -> None:
 
 
 def missing_tables_hint(exc: sa.exc.ProgrammingError) -> UserError:
+    if "permission denied" in str(exc):  # the reader role: the tables exist, it may not read them
+        return UserError(f"read-only role: permission denied on the data tables ({exc.orig.__class__.__name__}); use the owner's URL")
     return UserError(f"the data tables are missing: run `coordinator db init` first ({exc.orig.__class__.__name__})")
 
 
@@ -118,9 +125,23 @@ def latest_series(engine: sa.Engine, symbol: str) -> SeriesVersion:
         raise missing_tables_hint(exc) from None
     if row is None:
         raise UserError(f"no series {symbol!r} registered: import it first (coordinator data import {symbol} FILE)")
-    frame = from_parquet_bytes(row.content)
-    verify(frame, row.sha256, f"series {symbol} v{row.version}")
+    frame = verified_frame(row.content, row.sha256, f"series {symbol} v{row.version}")
     return SeriesVersion(row.id, symbol, row.version, row.sha256, frame)
+
+
+def verified_frame(content: bytes, expected: str, what: str) -> pd.DataFrame:
+    """The stored parquet bytes as a frame whose content hash is the registered one.
+
+    The hash is taken over the decoded frame, so damaged bytes (a torn footer, a truncated blob)
+    fail while decoding: that is the same defect as a hash mismatch and is reported the same way.
+    """
+    try:
+        frame = from_parquet_bytes(content)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ValueError... for damaged bytes
+        detail = " ".join(str(exc).split())[:200]  # pyarrow's messages span several lines
+        raise UserError(f"{what}: stored content is damaged and cannot be read ({type(exc).__name__}: {detail})") from None
+    verify(frame, expected, what)
+    return frame
 
 
 def verify(frame: pd.DataFrame, expected: str, what: str) -> None:
@@ -237,12 +258,30 @@ def load_dataset(engine: sa.Engine, name: str, version: int | None = None) -> Da
             known = ", ".join(names) or "none yet"
             raise UserError(f"unknown dataset {name!r} (registered: {known}; build one with `coordinator data build`)")
         raise UserError(f"dataset {name!r} has no version {version} (latest is {latest})")
-    frame = from_parquet_bytes(row.content)
-    verify(frame, row.sha256, f"dataset {name} v{row.version}")
+    frame = verified_frame(row.content, row.sha256, f"dataset {name} v{row.version}")
     if list(frame.columns) != list(row.input_columns):
         raise UserError(f"dataset {name} v{row.version}: stored columns differ from its registered column list")
     meta = {**row.meta, "created_at": row.created_at.isoformat()}
     return Dataset(row.name, row.version, row.sha256, frame, list(row.input_columns), meta)
+
+
+SYNTHETIC_SOURCE = "synth"  # how `data synth` and an offline `coordinator local` record a series' source
+
+
+def synthetic_dataset(engine: sa.Engine, name: str, version: int) -> bool:
+    """Whether a dataset version was built from a synthetic market series: results on it say
+    nothing about real markets, and every place that shows them says so."""
+    d, s = datasets_table, series_table
+    try:
+        with engine.connect() as conn:
+            sources = conn.execute(sa.select(d.c.sources).where(d.c.name == name, d.c.version == version)).scalar() or []
+            origins = conn.execute(sa.select(s.c.source).where(s.c.id.in_([x["series_id"] for x in sources]))).scalars().all()
+    except sa.exc.ProgrammingError:  # the read-only role may not read the data tables: the name is all it has
+        return name.startswith(SYNTHETIC_SOURCE)
+    return any(origin.startswith(SYNTHETIC_SOURCE) for origin in origins)
+
+
+SYNTHETIC_WARNING = "SYNTHETIC data: this dataset was built from a generated market series; its results say nothing about real markets"
 
 
 def list_series(engine: sa.Engine) -> list[dict]:

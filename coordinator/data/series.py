@@ -76,6 +76,10 @@ def read_table(path: Path) -> pd.DataFrame:
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a .csv or .parquet file")
+    if not path.is_file():  # a FIFO would block the read forever, a device never ends
+        raise UserError(f"{path}: not a regular file (a pipe, socket or device), expected a .csv or .parquet file")
+    if name.endswith(CSV_SUFFIXES):
+        check_line_lengths(path)
     try:
         if name.endswith(CSV_SUFFIXES):
             return pd.read_csv(path)
@@ -90,6 +94,17 @@ def read_table(path: Path) -> pd.DataFrame:
         raise UserError(f"{path.name}: unreadable file ({one_line(exc)})") from None
     suffix = "".join(path.suffixes) or "(none)"
     raise UserError(f"{path.name}: unknown format {suffix!r}, expected .csv or .parquet")
+
+
+MAX_CSV_LINE = 10_000  # a daily bar is a date and a few numbers: ~100 characters
+
+
+def check_line_lengths(path: Path) -> None:
+    """Refuse a CSV with an absurdly long line before pandas spends minutes on a 2-million-digit number."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(iter(lambda: handle.readline(MAX_CSV_LINE + 1), b""), start=1):
+            if len(line) > MAX_CSV_LINE:
+                raise UserError(f"{path.name}: line {number} is longer than {MAX_CSV_LINE:,} characters: not a file of daily bars")
 
 
 def plural(count: int, noun: str) -> str:

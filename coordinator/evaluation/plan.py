@@ -90,7 +90,8 @@ def check_same(entry: StudyEntry, protocol: EvaluationProtocol, row: Any) -> Stu
         stored = EvaluationProtocol.from_dict(row["protocol"])
         raise UserError(
             f"study {entry.name} is already evaluated under another protocol ({stored.describe()}); "
-            "a study's evaluation protocol is immutable: rerun with its original --k/--seeds, or evaluate a new study"
+            "a study's evaluation protocol is immutable: run `coordinator evaluate` without --preset/--k/--seeds to reuse it, "
+            "or evaluate a new study"
         )
     return StudyEvaluation(entry, protocol, list(row["configurations"]), "unchanged")
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from coordinator.errors import UserError
 from coordinator.lifecycle import ledger
-from coordinator.store import engines, tables
+from coordinator.store import engines, roles, tables
 
 
 def locked_study(conn: sa.Connection, name: str) -> None:
@@ -25,6 +25,7 @@ def extend(url: str, name: str, trials: int) -> tuple[int, int]:
     """Raise the study's target to `trials`; returns (old target, slots added)."""
     engine = engines.connect(url)
     try:
+        roles.require_writer(engine, "extend a study")
         with engine.begin() as conn:
             locked_study(conn, name)
             current = ledger.slot_count(conn, ledger.SEARCH, name)
@@ -39,6 +40,7 @@ def extend(url: str, name: str, trials: int) -> tuple[int, int]:
 def cancel(url: str, name: str) -> int:
     engine = engines.connect(url)
     try:
+        roles.require_writer(engine, "cancel a study")
         with engine.begin() as conn:
             locked_study(conn, name)
             return ledger.cancel_study(conn, name)

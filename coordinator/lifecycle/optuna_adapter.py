@@ -4,6 +4,8 @@ Optuna samples and prunes; the ledger (coordinator.lifecycle.ledger) owns who ru
 and counts. Used here: `create_study`/`load_study`, `Study.ask`, `Trial(study, trial_id)` (a resumed claim), `Study.enqueue_trial` (a retry or a
 fixed first trial runs the same parameters), `Study.tell(number, values, state=...)` (also FAIL for a
 lost attempt), `Trial.report`/`Trial.should_prune`, and `optuna.exceptions.UpdateFinishedTrialError`.
+`Study.set_user_attr`/`Trial.set_user_attr` give plain Optuna clients (optuna-dashboard) a short
+reference to the spec and each trial's parameter count, architecture and metrics.
 No heartbeat or retry API, no writes into Optuna's tables, no private attributes, no silenced warnings.
 """
 
@@ -36,11 +38,57 @@ def open_storage(url: str) -> Storage:
 
 
 def create_study(storage: Storage, spec: StudySpec) -> optuna.Study:
-    """The Optuna study of a spec (left behind by a run that died before storing the spec: reused)."""
+    """The Optuna study of a spec (left behind by a run that died before storing the spec: reused).
+
+    The spec itself lives in the project's `study_specs` table; Optuna gets a short reference that
+    plain Optuna clients and optuna-dashboard can show on one line. (Studies made before this kept a
+    `spec` attribute with the whole spec; nothing reads it.)
+    """
     study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.objective.direction, load_if_exists=True)
-    study.set_user_attr("spec", spec.to_dict())  # for optuna-dashboard
-    study.set_user_attr("spec_sha256", spec.sha256())
+    for key, value in spec_reference(spec).items():
+        study.set_user_attr(key, value)
     return study
+
+
+def spec_reference(spec: StudySpec) -> dict[str, Any]:
+    """What a plain Optuna client sees of a study's spec (the whole spec: table study_specs)."""
+    return {
+        "spec_sha256": spec.sha256(),
+        "spec_table": f"study_specs/{spec.name}",
+        "budget": spec.budget.label,
+        "horizon": spec.horizon,
+        "dataset": str(spec.dataset),
+    }
+
+
+# What a finished search trial tells plain Optuna clients: three attributes, three small writes.
+ARCHITECTURE_KEYS = ("d_model", "n_layers", "n_heads", "d_ff", "n_features", "context", "patch_len", "stride", "revin")
+METRIC_KEYS = ("val_auc", "val_loss", "val_pr_auc", "best_epoch", "epochs_run", "duration_s", "samples_per_s", "device")
+
+
+def describe_trial(trial: optuna.Trial, details: Mapping[str, Any]) -> bool:
+    """The trial's real parameter count, architecture and key metrics as Optuna user attributes
+    (before it is told: a finished trial takes none). False when it was finished already (reaped)."""
+    attrs: dict[str, Any] = {}
+    if details.get("n_params") is not None:
+        attrs["n_params"] = int(details["n_params"])
+    architecture = {k: details[k] for k in ARCHITECTURE_KEYS if k in details}
+    if architecture:
+        attrs["architecture"] = architecture
+    metrics = {k: details[k] for k in METRIC_KEYS if isinstance(details.get(k), (int, float, str)) and finite_or_text(details[k])}
+    if metrics:
+        attrs["metrics"] = metrics
+    try:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
+
+
+def finite_or_text(value: Any) -> bool:
+    """JSON has no NaN or infinity: such metrics are left out rather than stored as invalid JSON."""
+    return isinstance(value, str) or value == value and value not in (float("inf"), float("-inf"))
 
 
 def started_trials(study: optuna.Study) -> int:

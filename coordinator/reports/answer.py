@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.data.registry import SYNTHETIC_WARNING, synthetic_dataset
+from coordinator.reports.columns import Column, fitted_table
 from coordinator.reports.figures import finish_figure, format_count
 from coordinator.store import engines
 
@@ -47,39 +49,45 @@ def ci(value: float | None, low: float | None, high: float | None, signed: bool 
     return f"{f.format(value)} [{f.format(low)}, {f.format(high)}]"
 
 
-def horizon_table(horizon: int, final: list[Row], baselines: list[Row]) -> Table:
-    table = Table(title=f"H = {horizon}: test AUC, mean over seeds, 95% CI (block bootstrap over test days x seeds)", title_justify="left")
-    for name in ("model", "params", "test AUC [95% CI]", "seed sd", "PR-AUC [95% CI]", "vs best baseline", "flags"):
-        table.add_column(name, justify="left" if name in ("model", "flags") else "right", no_wrap=name == "model")
+ANSWER_COLUMNS = [
+    Column("model", 0, "left"), Column("params", 1), Column("test AUC [95% CI]", 0), Column("seed sd", 4),
+    Column("PR-AUC [95% CI]", 3), Column("vs best baseline", 2), Column("flags", 5, "left"),
+]
+
+
+def horizon_table(horizon: int, final: list[Row], baselines: list[Row], width: int) -> Table:
+    """One horizon's evaluated models and baselines in `width` columns (the least needed left out)."""
+    cells = []
     for r in final:
         if r["horizon"] != horizon or not r["chosen"]:
             continue
         flags = f"{r['under_trained_runs']}/{r['n_seeds']} under-trained" if r["under_trained_runs"] else ""
-        table.add_row(f"{r['budget']} #{r['trial_number']} x{r['n_seeds']}", format_count(r["n_params"]),
+        cells.append([f"{r['budget']} #{r['trial_number']} x{r['n_seeds']}", format_count(r["n_params"]),
                       ci(r["test_auc"], r["test_auc_low"], r["test_auc_high"]),
                       "-" if r["test_auc_sd"] is None else f"{r['test_auc_sd']:.3f}",
                       ci(r["test_pr_auc"], r["test_pr_auc_low"], r["test_pr_auc_high"]),
-                      ci(r["vs_best_baseline"], r["vs_best_baseline_low"], r["vs_best_baseline_high"], signed=True), flags)
+                      ci(r["vs_best_baseline"], r["vs_best_baseline_low"], r["vs_best_baseline_high"], signed=True), flags])
     for b in baselines:
         if b["horizon"] != horizon:
             continue
-        table.add_row(b["model"] + (" (best)" if b["best"] else ""), "-", ci(b["test_auc"], b["test_auc_low"], b["test_auc_high"]), "-",
-                      ci(b["test_pr_auc"], b["test_pr_auc_low"], b["test_pr_auc_high"]), "-", "")
-    return table
+        cells.append([b["model"] + (" (best)" if b["best"] else ""), "-", ci(b["test_auc"], b["test_auc_low"], b["test_auc_high"]), "-",
+                      ci(b["test_pr_auc"], b["test_pr_auc_low"], b["test_pr_auc_high"]), "-", ""])
+    return fitted_table(f"H = {horizon}: test AUC, mean over seeds, 95% CI", ANSWER_COLUMNS, cells, width)
 
 
-def print_answer(engine: sa.Engine, dataset_name: str, dataset_version: int, out: Console) -> bool:
-    """Per horizon: the table and the verdict sentence. False when nothing is evaluated yet."""
+def print_answer(engine: sa.Engine, dataset_name: str, dataset_version: int, out: Console, horizons: set[int] | None = None) -> bool:
+    """Per horizon (those given, default all): the table and the verdict sentence. False when nothing is evaluated yet."""
     scaling, final, baselines = answer_rows(engine, dataset_name, dataset_version)
     if not scaling:
         return False
-    if not out.is_terminal and out.width < 170:
-        out = Console(file=out.file, width=170)  # a log file: never squeeze the table
+    synthetic = synthetic_dataset(engine, dataset_name, dataset_version)
     out.print(f"[bold]the answer on {dataset_name}:{dataset_version}[/] (test split, scored once per run; "
               "model: budget, search trial #, seeds; best: the baseline with the best validation AUC)")
     for s in scaling:
-        out.print(horizon_table(s["horizon"], final, baselines))
-        out.print(f"[bold]verdict:[/] {s['sentence']}")
+        if horizons is not None and s["horizon"] not in horizons:
+            continue
+        out.print(horizon_table(s["horizon"], final, baselines, out.width))
+        out.print(f"[bold]verdict:[/] {s['sentence']}" + (" [bold red](SYNTHETIC data: says nothing about real markets)[/]" if synthetic else ""))
         for note in s["notes"]:
             out.print(f"[yellow]note:[/] {note}")
     b = scaling[0]
@@ -184,6 +192,8 @@ def html_section(engine: sa.Engine, dataset_name: str, dataset_version: int, out
     plot_answer(final, baselines, scaling, answer_png)
     plot_curves(runs, [s["horizon"] for s in scaling], curves_png)
     parts = [f"<h2>The answer on {esc(dataset_name)}:{dataset_version}</h2>"]
+    if synthetic_dataset(engine, dataset_name, dataset_version):
+        parts.append(f"<p class='note'><b>{esc(SYNTHETIC_WARNING)}.</b></p>")
     parts += [f"<p><b>{esc(s['sentence'])}</b></p>" + "".join(f"<p class='note'>{esc(n)}</p>" for n in s["notes"]) for s in scaling]
     b = scaling[0]
     parts.append(
@@ -216,16 +226,24 @@ def html_section(engine: sa.Engine, dataset_name: str, dataset_version: int, out
     return "\n".join(parts)
 
 
+def test_auc_cell(evaluated: Row, best_trial: int | None) -> str:
+    """The evaluated test AUC; when a later search (`study extend`) found a better trial than the
+    evaluated one, the cell names the trial the number belongs to."""
+    cell = ci(evaluated["test_auc"], evaluated["test_auc_low"], evaluated["test_auc_high"])
+    return cell if evaluated["trial_number"] == best_trial else f"{cell} (trial #{evaluated['trial_number']})"
+
+
 def with_test_auc(engine: sa.Engine, board: list[Row]) -> list[Row]:
     """Leaderboard rows plus the study's evaluated test AUC and interval (its answer configuration),
     once evaluated: keys test_auc, test_auc_low, test_auc_high, test_auc_ci (None before)."""
     found: dict[str, Row] = {}
     if board and has_evaluation(engine):
-        found = {r["study_name"]: r for r in engines.read_rows(engine, "SELECT study_name, test_auc, test_auc_low, test_auc_high FROM final_results "
+        found = {r["study_name"]: r for r in engines.read_rows(engine, "SELECT study_name, trial_number, test_auc, test_auc_low, test_auc_high FROM final_results "
                                                           "WHERE chosen AND study_name = ANY(:names)", names=[b["study_name"] for b in board])}
     out = []
     for b in board:
         r = found.get(b["study_name"])
         out.append({**b, "test_auc": r and r["test_auc"], "test_auc_low": r and r["test_auc_low"], "test_auc_high": r and r["test_auc_high"],
-                    "test_auc_ci": ci(r["test_auc"], r["test_auc_low"], r["test_auc_high"]) if r else None})
+                    "test_auc_trial": r and r["trial_number"],  # the evaluated trial: after `study extend` maybe not the best one
+                    "test_auc_ci": test_auc_cell(r, b["trial_number"]) if r else None})
     return out

@@ -105,7 +105,7 @@ def render_html(progress: list[Row], board: list[Row], figure: str | None, lines
             f"<img src='{esc(figure)}' alt='validation AUC vs parameter count per horizon'>",
         ]
     parts += ["<h2>Best architecture per study</h2>"]
-    parts += [table(board, LEADERBOARD_TABLE_COLUMNS, leaderboard_cell) if board else "<p>No COMPLETE trial yet.</p>"]
+    parts += [table(board, [(label, key) for label, key, _ in LEADERBOARD_TABLE_COLUMNS], leaderboard_cell) if board else "<p>No COMPLETE trial yet.</p>"]
     parts += ["<h2>Progress</h2>", table(progress, progress_columns, leaderboard_cell) if progress else "<p>No studies.</p>"]
     if lines:
         baseline_columns = [("dataset", "dataset_name"), ("version", "dataset_version"), ("horizon", "horizon"),

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
+from coordinator.reports.columns import Column, fitted_table, terminal_console
 from coordinator.reports.figures import format_count
 from coordinator.reports.queries import Row
 
@@ -40,25 +41,26 @@ def json_value(value: Any) -> Any:
     return value
 
 
-def status_table(rows: list[Row]) -> Table:
-    table = Table(title="studies", title_justify="left")
-    for name, justify in [
-        ("study", "left"), ("target", "right"), ("complete", "right"), ("pruned", "right"), ("failed", "right"),
-        ("retried", "right"), ("running", "right"), ("waiting", "right"), ("objective", "left"), ("best", "right"),
-        ("mean trial", "right"),
-        ("ETA", "right"),
-    ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+STATUS_COLUMNS = [
+    Column("study", 0, "left"), Column("target", 1), Column("complete", 1), Column("pruned", 3), Column("failed", 2),
+    Column("retried", 5), Column("running", 2), Column("waiting", 4), Column("objective", 6, "left"), Column("best", 1),
+    Column("mean trial", 5), Column("ETA", 1),
+]
+
+
+def status_table(rows: list[Row], width: int | None = None) -> Table:
+    """Progress per study, in `width` columns (default: the terminal's)."""
+    cells = []
     for r in rows:
         best = format_number(r["best_objective"])
         eta = "done" if r["target_trials"] is not None and r["remaining"] == 0 and r["running"] == 0 else format_duration(r["eta_s"])
-        table.add_row(
+        cells.append([
             r["study_name"], str(r["target_trials"] if r["target_trials"] is not None else "-"), str(r["complete"]),
             str(r["pruned"]), str(r["failed"]), str(r["retried"]), str(r["running"]), str(r["waiting"]),
             f"{r['objective_metric'] or '-'} ({(r['direction'] or '?')[:3]})", best,
             format_duration(r["mean_duration_s"]), eta,
-        )
-    return table
+        ])
+    return fitted_table("studies", STATUS_COLUMNS, cells, width or terminal_console().width)
 
 
 def status_summary(rows: list[Row]) -> str:
@@ -68,13 +70,17 @@ def status_summary(rows: list[Row]) -> str:
     return f"{len(rows)} studies: {finished} of {target} trials finished, {running} running"
 
 
+# (label, row key, keep order): narrow, the study, its best trial and the test AUC (once evaluated)
+# stay, then val AUC and the real parameter count; the architecture and training values go first.
 LEADERBOARD_TABLE_COLUMNS = [
-    ("study", "study_name"), ("trial", "trial_number"), ("objective", "objective"), ("val_auc", "val_auc"),
-    ("test AUC [95% CI]", "test_auc_ci"),
-    ("params", "n_params"), ("d_model", "d_model"), ("layers", "n_layers"), ("heads", "n_heads"), ("d_ff", "d_ff"),
-    ("lr", "learning_rate"), ("wd", "weight_decay"), ("dropout", "dropout"), ("epochs", "epochs_run"),
-    ("best epoch", "best_epoch"),
+    ("study", "study_name", 0), ("trial", "trial_number", 1), ("objective", "objective", 9), ("val_auc", "val_auc", 2),
+    ("test AUC [95% CI]", "test_auc_ci", 1),
+    ("params", "n_params", 2), ("d_model", "d_model", 3), ("layers", "n_layers", 3), ("heads", "n_heads", 4), ("d_ff", "d_ff", 5),
+    ("lr", "learning_rate", 6), ("wd", "weight_decay", 7), ("dropout", "dropout", 7), ("epochs", "epochs_run", 8),
+    ("best epoch", "best_epoch", 2),
 ]
+# The leaderboard's CSV: the view's columns, then the evaluated test AUC and the trial it belongs to.
+TEST_AUC_COLUMNS = ["test_auc", "test_auc_low", "test_auc_high", "test_auc_trial"]
 
 
 def leaderboard_cell(key: str, value: Any) -> str:
@@ -91,13 +97,13 @@ def leaderboard_cell(key: str, value: Any) -> str:
     return str(value)
 
 
-def leaderboard_table(rows: list[Row]) -> Table:
-    table = Table(title="best trial per study", title_justify="left")
-    for label, _ in LEADERBOARD_TABLE_COLUMNS:
-        table.add_column(label, justify="left" if label == "study" else "right")
-    for r in rows:
-        table.add_row(*(leaderboard_cell(key, r[key]) for _, key in LEADERBOARD_TABLE_COLUMNS))
-    return table
+def leaderboard_table(rows: list[Row], width: int | None = None) -> Table:
+    """The best trial per study, in `width` columns (default: the terminal's)."""
+    evaluated = any(r.get("test_auc_ci") for r in rows)
+    shown = [c for c in LEADERBOARD_TABLE_COLUMNS if evaluated or c[1] != "test_auc_ci"]  # no column of dashes
+    columns = [Column(label, keep, "left" if label == "study" else "right") for label, _, keep in shown]
+    cells = [[leaderboard_cell(key, r.get(key)) for _, key, _ in shown] for r in rows]
+    return fitted_table("best trial per study", columns, cells, width or terminal_console().width)
 
 
 def leaderboard_csv(rows: list[Row], columns: list[str]) -> str:

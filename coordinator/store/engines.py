@@ -23,6 +23,8 @@ from coordinator.store.urls import ENV_URL, describe, env_setting, normalise_url
 
 def resolve_url(cli_url: str | None = None) -> str:
     """The SQLAlchemy URL to use (psycopg 3 driver), starting the embedded server if needed."""
+    if cli_url is not None and not cli_url.strip():  # an unset shell variable: never fall back silently
+        raise UserError(f"--database-url is empty: give postgresql://user@host:port/dbname, or leave it out (then ${ENV_URL}, else the embedded server)")
     raw = cli_url or env_setting(ENV_URL)
     if not raw:
         return embedded_url()
@@ -94,6 +96,8 @@ def read_rows(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
     except sa.exc.ProgrammingError as exc:
         if "does not exist" in str(exc):
             raise UserError(f"the database has no read model ({first_line(exc)}): run `coordinator db init`") from None
+        if "permission denied" in str(exc):
+            raise UserError(f"read-only role: {first_line(exc)}; this role reads the views only") from None
         raise
 
 

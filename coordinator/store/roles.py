@@ -8,8 +8,11 @@ import time
 
 import sqlalchemy as sa
 from psycopg import sql
+from sqlalchemy.engine import Engine
 
 from coordinator.errors import UserError
+from coordinator.store.urls import ENV_URL
+
 
 READER_ROLE = "hpo_reader"
 # Large objects are the one thing any role can create without a privilege on a table or schema.
@@ -17,6 +20,20 @@ LARGE_OBJECT_CREATORS = ("lo_create(oid)", "lo_creat(integer)", "lo_from_bytea(o
 
 # What the read-only role may SELECT besides the views: the baselines the report draws.
 READER_TABLES = ("baselines",)
+
+
+def read_only_role(conn: sa.Connection) -> str | None:
+    """The role's name when this session cannot write (the reader role, or a read-only default)."""
+    user, read_only = conn.execute(sa.text("SELECT current_user, current_setting('transaction_read_only')")).one()
+    return user if user == READER_ROLE or read_only == "on" else None
+
+
+def require_writer(engine: Engine, what: str) -> None:
+    """One line before a write command touches anything through a read-only URL."""
+    with engine.connect() as conn:
+        role = read_only_role(conn)
+    if role is not None:
+        raise UserError(f"read-only role: {role} cannot {what}; use the owner's URL (--database-url / ${ENV_URL})")
 
 
 def create_reader_role(conn: sa.Connection, password: str | None = None) -> str:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from coordinator.errors import UserError
 from coordinator.store import locks, migrations, roles
 from coordinator.store.engines import connect, optuna_storage
-from coordinator.store.roles import create_reader_role
+from coordinator.store.roles import create_reader_role, require_writer
 from coordinator.store.urls import ENV_READER_PASSWORD, env_setting
 
 
@@ -32,6 +32,7 @@ def init_db(url: str, reader_password: str | None = None, *, lock_timeout_s: int
     reader_password = reader_password or env_setting(ENV_READER_PASSWORD) or None
     engine = connect(url)
     try:
+        require_writer(engine, "create or upgrade the schema (`db init`)")
         optuna_storage(url).engine.dispose()  # creating it creates or checks Optuna's tables
         locks.create_table(engine)
         for last in (False, True):

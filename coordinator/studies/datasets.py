@@ -57,13 +57,14 @@ def resolve_dataset(engine: sa.Engine, given: str | None) -> DatasetRef:
     return max(mine, key=lambda r: r.version)
 
 
-def select_dataset_rows(rows: list[dict[str, Any]], given: str | None, explicit_studies: bool = False) -> list[dict[str, Any]]:
+def select_dataset_rows(rows: list[dict[str, Any]], given: str | None) -> list[dict[str, Any]]:
     """Rows (with dataset_name, dataset_version) of one dataset.
 
     `given`: NAME[:VERSION] or `all`. Without it, rows of several datasets are refused (with the
-    list) unless the studies were picked explicitly by name (`explicit_studies`).
+    list), also when studies were picked by name: a glob like '*-h1' easily spans datasets, and
+    one table of several datasets compares numbers that are not comparable.
     """
-    if given == ALL or (given is None and explicit_studies):
+    if given == ALL:
         return rows
     present = sorted({(r["dataset_name"], r["dataset_version"]) for r in rows if r.get("dataset_name") is not None})
     if given is None:
