@@ -11,7 +11,7 @@ from coordinator.data.samples import make_samples
 from coordinator.data.splits import default_splits
 from coordinator.data.synth import synthetic_series
 from coordinator.errors import UserError
-from coordinator.evaluation.folds import Fold, cut_folds, day_index, fold_positions, fold_samples, pooled_positions
+from coordinator.data.folds import Fold, cut_folds, day_index, fold_positions, fold_samples, pooled_positions
 
 
 def synthetic_dataset(days: int = 2500, seed: int = 0) -> Dataset:
@@ -22,7 +22,7 @@ def synthetic_dataset(days: int = 2500, seed: int = 0) -> Dataset:
 
 
 DATASET = synthetic_dataset()
-WALK_FORWARD_SPLITS = default_splits(DATASET.frame.index, val_frac=0.15, test_frac=0.40)
+WALK_FORWARD_SPLITS = default_splits(DATASET.frame.index, val_frac=0.12, test_frac=0.40)
 
 
 @pytest.mark.parametrize("n_folds", [1, 3, 5])

@@ -18,8 +18,9 @@ label ends the day before the fold: no label window of a training or early-stopp
 its fold, and no early-stopping window reaches into training days. A fold's model never sees a day
 of its fold or after it.
 
-Pure computation on dates and positions (no database); `coordinator.evaluation.plan` freezes the
-folds of a study once, with its protocol.
+Pure computation on dates and positions (no database), in the data layer beside the splits because
+the worker builds a fold's samples from it; `coordinator.evaluation.plan` freezes the folds of a
+study once, with its protocol.
 """
 
 from __future__ import annotations
