@@ -31,9 +31,9 @@ def probabilities(signal: np.ndarray, strength: float, noise: float, seed: int) 
     return 1.0 / (1.0 + np.exp(-(strength * signal + rng.normal(scale=noise, size=len(signal)))))
 
 
-def config(study: str, budget: str, n_params: int, predictions: list[np.ndarray]) -> ConfigRuns:
+def config(study: str, budget: str, n_params: int, predictions: list[np.ndarray], val: float = 0.6) -> ConfigRuns:
     return ConfigRuns(study_name=study, budget=budget, budget_params=n_params, rank=1, trial_number=0, n_params=n_params,
-                      direction="maximize", val_objective=[0.6] * len(predictions), test_predictions=predictions)
+                      direction="maximize", val_objective=[val] * len(predictions), test_predictions=predictions)
 
 
 def test_a_clearly_better_budget_is_found_by_spa_and_alone_in_the_confidence_set() -> None:
@@ -42,7 +42,7 @@ def test_a_clearly_better_budget_is_found_by_spa_and_alone_in_the_confidence_set
     weak = [probabilities(signal, 0.02, 1.0, 10 + s) for s in range(2)]
     baseline = probabilities(signal, 0.02, 1.0, 99)
     answer = walk_forward_answer(
-        1, labels, FOLDS, [config("s-10K", "10K", 10_000, weak), config("s-1M", "1M", 1_000_000, strong)],
+        1, labels, FOLDS, [config("s-10K", "10K", 10_000, weak), config("s-1M", "1M", 1_000_000, strong, val=0.7)],
         [BaselineScores("logistic_regression", 0.55, baseline), BaselineScores("base_rate", 0.5, np.full(N, labels.mean()))],
         BootstrapSpec(replicates=300, block_rule="politis-white"))
     v = answer.verdict
