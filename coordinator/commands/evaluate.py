@@ -1,10 +1,12 @@
 """`coordinator evaluate`: the final evaluation of finished studies.
 
-For each selected study (globs, one dataset unless named): freeze the protocol and the study's top-k
-configurations (`plan.record_protocol`), submit one evaluation run per (configuration, seed), show
-progress, and once a dataset version's runs are stored compute and store the intervals and the
+For each selected study (globs, one dataset unless named): freeze the protocol, the study's top-k
+configurations and its walk-forward folds (`plan.record_protocol`), submit one evaluation run per
+(configuration, seed, fold), show progress, and once a dataset version's runs are stored compute and store the intervals and the
 scaling verdict (`summary`), then print the answer. Idempotent: a second call submits nothing new
-and recomputes the verdicts from what is stored.
+and recomputes the verdicts from what is stored. `--dry-run` writes nothing: it prints the runs per
+study, the device time projected from the study's own trials, and with `--target-width` the folds
+or seeds an interval that narrow would need (`evaluation.projection`).
 """
 
 from __future__ import annotations
@@ -86,18 +88,25 @@ def evaluate_command(
     studies: Annotated[Optional[str], typer.Option("--studies", help="Studies matching these globs, comma-separated; default: all.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="NAME[:VERSION]; required when the studies use several datasets.")] = None,
     k: Annotated[Optional[int], typer.Option("--k", min=1, help="Top-k configurations per study (default 3; smoke 1).")] = None,
-    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Fresh seeds per configuration (default 5; smoke 3).")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="default (k 3, 5 seeds) or smoke (k 1, 3 seeds: wide intervals).")] = "default",
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Fresh seeds per configuration (default 5; smoke 2).")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", min=1, help="Walk-forward test folds (default 5; smoke 3).")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="default (k 3, 5 seeds, 5 folds) or smoke (k 1, 2 seeds, 3 folds: wide intervals).")] = "default",
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Show progress until every run is stored, then print the answer.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Change nothing: print runs per study, projected device time, folds/seeds for --target-width.")] = False,
+    target_width: Annotated[Optional[float], typer.Option("--target-width", min=0.0001, help="With --dry-run: the slope interval width to plan for (AUC per decade).")] = None,
 ) -> None:
-    """Re-train each finished study's top-k configurations with fresh seeds, score them once on the
-    test split, and print test AUC with intervals, baselines and the scaling verdict per horizon."""
+    """Re-train each finished study's top-k configurations with fresh seeds before each walk-forward
+    test fold, score each fold once, and print the pooled test AUC with intervals, the baselines, the
+    model comparison and the scaling verdict with its power per horizon."""
     from coordinator.store import engines
 
     url = database_url(ctx)
-    protocol = make_protocol(preset, k=k, n_seeds=seeds)
+    protocol = make_protocol(preset, k=k, n_seeds=seeds, folds=folds)
     engine = engines.connect(url)
     try:
+        if dry_run:
+            print_dry_run(engine, select_studies(engine, studies, dataset), protocol, target_width, Console())
+            return
         evaluations = prepare(engine, select_studies(engine, studies, dataset), protocol)
         if not evaluations:
             raise UserError("no finished study to evaluate")
@@ -113,6 +122,37 @@ def evaluate_command(
         summarise(engine, evaluations, Console())
     finally:
         engine.dispose()
+
+
+def print_dry_run(engine: sa.Engine, entries: list[StudyEntry], protocol: EvaluationProtocol, target_width: float | None,
+                  out: Console) -> None:
+    """The dry run's tables: runs and projected device time per study; folds/seeds for a target width."""
+    from rich.table import Table
+
+    from coordinator.evaluation.projection import project_runs, project_widths
+
+    out.print(f"protocol {protocol.sha256()[:12]} (dry run, nothing written): {protocol.describe()}")
+    table = Table(title="evaluation runs per study and projected device time", title_justify="left")
+    for name in ("study", "budget", "H", "runs", "trials measured", "median trial", "fold training x", "device time"):
+        table.add_column(name, justify="left" if name == "study" else "right")
+    projections = project_runs(engine, entries, protocol)
+    for p in projections:
+        table.add_row(p.study_name, p.budget, str(p.horizon), str(p.runs), str(p.trials_measured),
+                      "-" if p.median_trial_s is None else f"{p.median_trial_s:,.1f} s", f"{p.fold_scale:.2f}",
+                      "not measured" if p.device_s is None else f"{p.device_s / 3600:,.2f} h")
+    out.print(table)
+    known = [p.device_s for p in projections if p.device_s is not None]
+    out.print(f"{sum(p.runs for p in projections)} runs; projected device time {sum(known) / 3600:,.2f} h over "
+              f"{len(known)} of {len(projections)} studies with measured trials (runs x median trial x fold training length)")
+    if target_width is None:
+        return
+    widths = project_widths(engine, sorted({e.spec.dataset.name for e in entries}), target_width)
+    if not widths:
+        out.print("no evaluated answer yet: --target-width projects from a stored interval (evaluate first)")
+    for w in widths:
+        seeds = "more seeds alone cannot" if w.projection.seeds is None else f"{w.projection.seeds} seeds at today's folds"
+        out.print(f"{w.dataset} H = {w.horizon}: {w.measure} interval {w.width:.3f} wide; {target_width:.3f} needs "
+                  f"{w.projection.folds} folds of today's length at today's seeds, or {seeds} ({w.projection.assumption})")
 
 
 def wait_for_runs(engine: sa.Engine, evaluations: list[StudyEvaluation], poll_s: float = 2.0) -> None:

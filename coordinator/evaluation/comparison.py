@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from coordinator.evaluation.bootstrap import METHODS
-from coordinator.metrics import EPS
+from coordinator.studies.metrics import EPS
 
 # arch is imported where it is used, as coordinator's metrics do with scikit-learn: importing it
 # pulls in statsmodels (about 1.7 s), which every `coordinator` command would pay at start.

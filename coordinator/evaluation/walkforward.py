@@ -33,7 +33,7 @@ from coordinator.evaluation.verdict import (
     fmt,
     summarise_horizon,
 )
-from coordinator.metrics import roc_auc
+from coordinator.studies.metrics import roc_auc
 
 MCS_SIZE = 0.10  # a 90% model confidence set
 

@@ -14,7 +14,7 @@ from coordinator.errors import UserError
 from coordinator.data.folds import Fold, cut_folds, day_index, fold_positions, fold_samples, pooled_positions
 
 
-def synthetic_dataset(days: int = 2500, seed: int = 0) -> Dataset:
+def synthetic_dataset(days: int = 3000, seed: int = 0) -> Dataset:
     from coordinator.data.registry import compute_dataset_frame
 
     frame, _ = compute_dataset_frame(synthetic_series(days, seed).frame, "a25", None)
@@ -79,7 +79,7 @@ def test_too_short_a_test_split_or_history_is_refused() -> None:
     with pytest.raises(UserError, match="too few for"):
         cut_folds(samples.dates, WALK_FORWARD_SPLITS, 600, 1, 60)
     with pytest.raises(UserError, match="no training days"):
-        cut_folds(samples.dates, WALK_FORWARD_SPLITS, 3, 1, 60, early_stopping_days=1500)
+        cut_folds(samples.dates, WALK_FORWARD_SPLITS, 3, 1, 60, early_stopping_days=1790)
     with pytest.raises(UserError, match="at least 1"):
         cut_folds(samples.dates, WALK_FORWARD_SPLITS, 0, 1, 60)
 
@@ -115,7 +115,7 @@ def test_changing_every_row_of_a_fold_changes_no_training_input_of_that_fold(fol
 @pytest.mark.usefixtures("one_torch_thread")
 def test_a_runs_training_for_a_fold_ignores_the_fold_and_only_its_score_changes() -> None:
     pytest.importorskip("torch")
-    from coordinator.search_space import Architecture, TrialConfig
+    from coordinator.studies.search_space import Architecture, TrialConfig
     from worker.train import train
 
     horizon, context = 1, 60

@@ -26,7 +26,7 @@ from coordinator.evaluation.comparison import (
     reliability_curve,
     spa_test,
 )
-from coordinator.metrics import EPS, binary_metrics, log_loss
+from coordinator.studies.metrics import EPS, binary_metrics, log_loss
 
 REPS = 300
 
