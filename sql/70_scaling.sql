@@ -5,9 +5,9 @@
 -- best_baseline_* are that baseline's own test AUC and interval (the band in the report's figure).
 -- Walk-forward protocol: the test days are pooled over n_folds folds (each day predicted once, by the
 -- model trained before its fold); folds_won counts the folds where the answer's AUC beats the best
--- baseline's; spa_pvalue tests "some budget beats the best baseline" (log loss), mcs is the 90% model
+-- baseline's; spa_pvalue tests "some budget beats the best baseline" (log loss), mcs is the 90-percent model
 -- confidence set; mde_* are the smallest slope per decade and difference to the baseline the
--- experiment had 80% power to detect at the 5% level. protocol 'single-period': a study evaluated
+-- experiment had 80-percent power to detect at the 5-percent level. protocol 'single-period': a study evaluated
 -- before walk-forward (one test period; those columns are NULL).
 DROP VIEW IF EXISTS scaling CASCADE;
 CREATE VIEW scaling AS

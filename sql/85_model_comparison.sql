@@ -1,7 +1,7 @@
 -- model_comparison: every model of a dataset version and horizon on the pooled walk-forward test
 -- days (each day predicted once, by the model trained before its fold): each budget's answer
 -- configuration and each baseline, with its pooled AUC, mean per-day log loss and Brier score, the
--- Brier score's calibration part, its membership of the 90% model confidence set (log loss) and
+-- Brier score's calibration part, its membership of the 90-percent model confidence set (log loss) and
 -- the horizon's SPA p-value (H0: no budget beats the best baseline, chosen on validation).
 -- `reliability` is the calibration curve: [{mean_predicted, observed_rate, count}] per quantile bin.
 DROP VIEW IF EXISTS model_comparison CASCADE;

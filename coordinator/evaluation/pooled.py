@@ -11,6 +11,7 @@ study's own validation split (the `baselines` table), never on a fold.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -37,7 +38,7 @@ def study_samples(engine: sa.Engine, spec: StudySpec) -> Samples:
 
 def shared_folds(rows: list[Row]) -> list[Fold]:
     """The folds every study of the horizon was frozen with (refused when they differ)."""
-    cuts = {tuple(tuple(sorted(f.items())) for f in (r["folds"] or [])) for r in rows}
+    cuts = {json.dumps(r["folds"], sort_keys=True) for r in rows}
     if len(cuts) != 1 or not rows[0]["folds"]:
         raise UserError(f"studies {', '.join(sorted(r['study_name'] for r in rows))} were frozen with different test folds "
                         "(different splits?): their pooled days are not comparable")

@@ -23,14 +23,15 @@ down_revision = "0003_evaluation"
 branch_labels = None
 depends_on = None
 
-SCALING_COLUMNS = (
-    sa.Column("n_folds", sa.Integer),  # NULL: the single-period protocol
-    sa.Column("folds_won", sa.Integer),  # folds where the answer's AUC beats the best baseline's
-    sa.Column("spa_pvalue", sa.Float),  # H0: no budget's answer beats the best baseline (log loss)
-    sa.Column("mcs", JSONB),  # the 90% model confidence set (model names)
-    sa.Column("mde_slope", sa.Float),  # minimum detectable slope per decade (80% power, 5% level)
-    sa.Column("mde_vs_baseline", sa.Float),  # minimum detectable difference to the best baseline
-)
+def scaling_columns() -> list[sa.Column]:
+    return [
+        sa.Column("n_folds", sa.Integer),  # NULL: the single-period protocol
+        sa.Column("folds_won", sa.Integer),  # folds where the answer's AUC beats the best baseline's
+        sa.Column("spa_pvalue", sa.Float),  # H0: no budget's answer beats the best baseline (log loss)
+        sa.Column("mcs", JSONB),  # the 90% model confidence set (model names)
+        sa.Column("mde_slope", sa.Float),  # minimum detectable slope per decade (80% power, 5% level)
+        sa.Column("mde_vs_baseline", sa.Float),  # minimum detectable difference to the best baseline
+    ]
 
 
 def upgrade() -> None:
@@ -38,8 +39,8 @@ def upgrade() -> None:
     op.add_column("evaluation_runs", sa.Column("fold", sa.Integer, nullable=False, server_default="0"))
     op.drop_constraint("evaluation_runs_pkey", "evaluation_runs", type_="primary")
     op.create_primary_key("evaluation_runs_pkey", "evaluation_runs", ["study_name", "rank", "seed", "fold"])
-    for column in SCALING_COLUMNS:
-        op.add_column("scaling_verdicts", column.copy())
+    for column in scaling_columns():
+        op.add_column("scaling_verdicts", column)
     op.create_table(
         "evaluation_folds",
         sa.Column("dataset_name", sa.Text, primary_key=True),
@@ -79,7 +80,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("model_comparisons")
     op.drop_table("evaluation_folds")
-    for column in SCALING_COLUMNS:
+    for column in scaling_columns():
         op.drop_column("scaling_verdicts", column.name)
     op.execute("DELETE FROM evaluation_runs WHERE fold <> 0")
     op.drop_constraint("evaluation_runs_pkey", "evaluation_runs", type_="primary")
