@@ -131,6 +131,8 @@ def print_dry_run(engine: sa.Engine, entries: list[StudyEntry], protocol: Evalua
 
     from coordinator.evaluation.projection import project_runs, project_widths
 
+    if not out.is_terminal and out.width < 170:
+        out = Console(file=out.file, width=170)  # a log file: never squeeze the table
     out.print(f"protocol {protocol.sha256()[:12]} (dry run, nothing written): {protocol.describe()}")
     table = Table(title="evaluation runs per study and projected device time", title_justify="left")
     for name in ("study", "budget", "H", "runs", "trials measured", "median trial", "fold training x", "device time"):
@@ -150,9 +152,12 @@ def print_dry_run(engine: sa.Engine, entries: list[StudyEntry], protocol: Evalua
     if not widths:
         out.print("no evaluated answer yet: --target-width projects from a stored interval (evaluate first)")
     for w in widths:
-        seeds = "more seeds alone cannot" if w.projection.seeds is None else f"{w.projection.seeds} seeds at today's folds"
+        p = w.projection
+        days = ("more test days alone cannot reach it" if p.folds is None
+                else f"{p.folds} folds of today's length ({p.test_days} test days) at today's seeds")
+        seeds = "more seeds alone cannot" if p.seeds is None else f"{p.seeds} seeds at today's test days"
         out.print(f"{w.dataset} H = {w.horizon}: {w.measure} interval {w.width:.3f} wide; {target_width:.3f} needs "
-                  f"{w.projection.folds} folds of today's length at today's seeds, or {seeds} ({w.projection.assumption})")
+                  f"{days}, or {seeds} ({p.assumption})")
 
 
 def wait_for_runs(engine: sa.Engine, evaluations: list[StudyEvaluation], poll_s: float = 2.0) -> None:

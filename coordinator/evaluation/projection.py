@@ -4,14 +4,15 @@ Per study: the runs the protocol needs (k configurations x S seeds x F folds), t
 measured search trials (median wall time of its COMPLETE, non-synthetic attempts), and the projected
 device time: runs x median trial time x how much longer a fold's training period is than the
 search's train split on average (a run is a trial of the same configuration and schedule, trained on
-more days for later folds). Per evaluated horizon: how many folds (at the current seeds) or seeds (at
-the current folds) a slope interval of a target width would need (`comparison.folds_and_seeds_needed`).
+more days for later folds). Per evaluated horizon: how many test days (as folds of today's length, at the
+current seeds) or seeds (at today's test days) a slope interval of a target width would need (`comparison.folds_and_seeds_needed`).
 Reads only; writes nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -23,7 +24,7 @@ from coordinator.evaluation.comparison import Projection, folds_and_seeds_needed
 from coordinator.evaluation.protocol import EvaluationProtocol
 from coordinator.lifecycle.claims import StudyEntry
 from coordinator.lifecycle.ledger import SEARCH
-from coordinator.store.tables import attempts, evaluation_protocols, scaling_verdicts, work_items
+from coordinator.store.tables import attempts, evaluation_protocols, evaluation_results, scaling_verdicts, work_items
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,22 @@ def project_runs(engine: sa.Engine, entries: list[StudyEntry], protocol: Evaluat
     return out
 
 
+def seed_share(answer: Any) -> float:
+    """The seed part of the answer's AUC variance: seed sd^2 / S over the interval's variance (0 if unknown)."""
+    if answer is None or answer.test_auc_sd is None or answer.n_seeds < 2:
+        return 0.0
+    total = ((answer.test_auc_high - answer.test_auc_low) / (2 * 1.96)) ** 2
+    return min(1.0, answer.test_auc_sd**2 / answer.n_seeds / total) if total > 0 else 0.0
+
+
 def project_widths(engine: sa.Engine, dataset_names: list[str], target_width: float) -> list[WidthProjection]:
-    """For every stored verdict of these datasets: folds or seeds for an interval `target_width` wide."""
-    v, p = scaling_verdicts, evaluation_protocols
+    """For every stored verdict of these datasets: test days (as folds of today's length) or seeds for
+    an interval `target_width` wide; the seed share of the variance estimated from the answer's seeds."""
+    v, p, e = scaling_verdicts, evaluation_protocols, evaluation_results
     with engine.connect() as conn:
         rows = conn.execute(sa.select(v).where(v.c.dataset_name.in_(dataset_names)).order_by(v.c.dataset_name, v.c.horizon)).mappings().all()
         protocols = {r.protocol_sha256: r.protocol for r in conn.execute(sa.select(p.c.protocol_sha256, p.c.protocol))}
+        answers = {r.study_name: r for r in conn.execute(sa.select(e).where(e.c.chosen))}
     out = []
     for r in rows:
         if r["slope_low"] is not None:
@@ -103,6 +114,7 @@ def project_widths(engine: sa.Engine, dataset_names: list[str], target_width: fl
         else:
             continue
         stored = EvaluationProtocol.from_dict(protocols[r["protocol_sha256"]])
+        share = seed_share(answers.get(r["answer_study"]))
         out.append(WidthProjection(f"{r['dataset_name']}:{r['dataset_version']}", r["horizon"], width, measure,
-                                   folds_and_seeds_needed(width, target_width, stored.n_folds, stored.n_seeds)))
+                                   folds_and_seeds_needed(width, target_width, stored.n_folds, stored.n_seeds, share, r["n_test"])))
     return out

@@ -55,7 +55,7 @@ def horizon_table(horizon: int, final: list[Row], baselines: list[Row]) -> Table
     for r in final:
         if r["horizon"] != horizon or not r["chosen"]:
             continue
-        flags = f"{r['under_trained_runs']}/{r['n_seeds']} under-trained" if r["under_trained_runs"] else ""
+        flags = f"{r['under_trained_runs']} run(s) under-trained" if r["under_trained_runs"] else ""
         table.add_row(f"{r['budget']} #{r['trial_number']} x{r['n_seeds']}", format_count(r["n_params"]),
                       ci(r["test_auc"], r["test_auc_low"], r["test_auc_high"]),
                       "-" if r["test_auc_sd"] is None else f"{r['test_auc_sd']:.3f}",

@@ -28,6 +28,7 @@ from coordinator.lifecycle.settings import Liveness
 from coordinator.reports.html import write_report
 from coordinator.reports.queries import leaderboard
 from coordinator.store import roles
+from tests.data_helpers import run_cli
 from tests.service_helpers import create, make_dataset, rows
 
 torch = pytest.importorskip("torch")
@@ -46,9 +47,18 @@ def searched(url: str, trials: int = 3) -> str:
     return dataset
 
 
-def test_protocol_is_frozen_and_immutable(engine: sa.Engine, initialised_db: str) -> None:
+def test_protocol_is_frozen_and_immutable(engine: sa.Engine, initialised_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     searched(initialised_db)
     entry = load_studies(engine)[0]
+    # The dry run writes nothing and projects from the study's own measured trials.
+    code, out, err = run_cli(capsys, "--database-url", initialised_db, "evaluate", "--preset", "smoke", "--k", "2", "--dry-run",
+                             "--target-width", "0.05")
+    assert code == 0, err
+    measured = rows(engine, "SELECT count(*) AS n FROM attempts WHERE state = 'COMPLETE'")[0]["n"]
+    line = next(line for line in out.splitlines() if entry.name in line)
+    assert line.split()[1:5] == ["10K", "1", str(2 * 2 * 3), str(measured)]  # budget, H, k x S x F runs, trials measured
+    assert "projected device time" in out and "no evaluated answer yet" in out
+    assert rows(engine, "SELECT count(*) AS n FROM evaluation_protocols")[0]["n"] == 0
     protocol = make_protocol("smoke", k=2, n_seeds=2)
     first = record_protocol(engine, entry, protocol)
     assert first.status == "new" and [c["rank"] for c in first.configurations] == [1, 2]
