@@ -2,8 +2,8 @@
 
 For each selected study (globs, one dataset unless named): freeze the protocol, the study's top-k
 configurations and its walk-forward folds (`plan.record_protocol`), submit one evaluation run per
-(configuration, seed, fold), show progress, and once a dataset version's runs are stored compute and store the intervals and the
-scaling verdict (`summary`), then print the answer. Idempotent: a second call submits nothing new
+(configuration, seed, fold), show progress, and once a dataset version's runs are stored compute and
+store the intervals and the scaling verdict (`summary`), then print the answer. Idempotent: a second call submits nothing new
 and recomputes the verdicts from what is stored. `--dry-run` writes nothing: it prints the runs per
 study, the device time projected from the study's own trials, and with `--target-width` the folds
 or seeds an interval that narrow would need (`evaluation.projection`).
@@ -17,13 +17,19 @@ from typing import Annotated, Optional
 import sqlalchemy as sa
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from coordinator.commands.kit import database_url
+from coordinator.commands.kit import database_url, progress_bar
 from coordinator.errors import UserError
 from coordinator.evaluation.plan import StudyEvaluation, payloads, record_protocol
+from coordinator.evaluation.projection import project_runs, project_widths
 from coordinator.evaluation.protocol import EvaluationProtocol, make_protocol
-from coordinator.lifecycle.claims import StudyEntry
-from coordinator.lifecycle.ledger import EVALUATION
+from coordinator.evaluation.summary import compute_verdicts, store_verdicts
+from coordinator.lifecycle.claims import StudyEntry, load_studies
+from coordinator.lifecycle.ledger import EVALUATION, enqueue_items
+from coordinator.reports.answer import print_answer
+from coordinator.store import engines
+from coordinator.studies.datasets import select_dataset_rows
 from coordinator.studies.globs import split_globs
 
 console = Console(stderr=True)
@@ -31,9 +37,6 @@ console = Console(stderr=True)
 
 def select_studies(engine: sa.Engine, studies: str | None, dataset: str | None) -> list[StudyEntry]:
     """Studies matching the globs, of one dataset (refused when several and none named)."""
-    from coordinator.lifecycle.claims import load_studies
-    from coordinator.studies.datasets import select_dataset_rows
-
     globs = split_globs(studies)
     entries = load_studies(engine, ",".join(globs) if globs else None)
     if not entries:
@@ -67,8 +70,6 @@ def prepare(engine: sa.Engine, entries: list[StudyEntry], protocol: EvaluationPr
 
 def summarise(engine: sa.Engine, evaluations: list[StudyEvaluation], out: Console) -> None:
     """Compute, store and print the verdicts of the datasets these evaluations belong to."""
-    from coordinator.reports.answer import print_answer
-
     store_answers(engine, evaluations)
     for name, version in sorted({(e.entry.spec.dataset.name, e.entry.spec.dataset.version) for e in evaluations}):
         print_answer(engine, name, version, out)
@@ -98,8 +99,6 @@ def evaluate_command(
     """Re-train each finished study's top-k configurations with fresh seeds before each walk-forward
     test fold, score each fold once, and print the pooled test AUC with intervals, the baselines, the
     model comparison and the scaling verdict with its power per horizon."""
-    from coordinator.store import engines
-
     url = database_url(ctx)
     protocol = make_protocol(preset, k=k, n_seeds=seeds, folds=folds)
     engine = engines.connect(url)
@@ -127,10 +126,6 @@ def evaluate_command(
 def print_dry_run(engine: sa.Engine, entries: list[StudyEntry], protocol: EvaluationProtocol, target_width: float | None,
                   out: Console) -> None:
     """The dry run's tables: runs and projected device time per study; folds/seeds for a target width."""
-    from rich.table import Table
-
-    from coordinator.evaluation.projection import project_runs, project_widths
-
     if not out.is_terminal and out.width < 170:
         out = Console(file=out.file, width=170)  # a log file: never squeeze the table
     out.print(f"protocol {protocol.sha256()[:12]} (dry run, nothing written): {protocol.describe()}")
@@ -161,8 +156,6 @@ def print_dry_run(engine: sa.Engine, entries: list[StudyEntry], protocol: Evalua
 
 
 def wait_for_runs(engine: sa.Engine, evaluations: list[StudyEvaluation], poll_s: float = 2.0) -> None:
-    from coordinator.commands.kit import progress_bar
-
     with progress_bar() as bar:
         done, total = progress_line(engine, evaluations)
         task = bar.add_task("evaluation runs", total=total, completed=done)
@@ -175,8 +168,6 @@ def wait_for_runs(engine: sa.Engine, evaluations: list[StudyEvaluation], poll_s:
 def submit(engine: sa.Engine, evaluations: list[StudyEvaluation]) -> int:
     """Enqueue every study's evaluation runs as ledger items of kind "evaluation"; returns how many
     are new (slots are the payloads' fixed order, so enqueueing again adds nothing)."""
-    from coordinator.lifecycle.ledger import enqueue_items
-
     with engine.begin() as conn:
         return sum(enqueue_items(conn, EVALUATION, e.entry.name, payloads(e)) for e in evaluations)
 
@@ -194,7 +185,5 @@ def start_local(url: str, engine: sa.Engine, names: list[str], preset: str, out:
 
 def store_answers(engine: sa.Engine, evaluations: list[StudyEvaluation]) -> None:
     """Compute and store the verdicts of the datasets these evaluations belong to."""
-    from coordinator.evaluation.summary import compute_verdicts, store_verdicts
-
     for name, version in sorted({(e.entry.spec.dataset.name, e.entry.spec.dataset.version) for e in evaluations}):
         store_verdicts(engine, compute_verdicts(engine, name, version))

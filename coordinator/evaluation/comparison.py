@@ -12,7 +12,7 @@ tests below resample whole blocks of consecutive days because labels of nearby d
 - `model_confidence_set`: Hansen-Lunde-Nason's set of models not worse than the best, at 90%;
 - `minimum_detectable_effect`, `detectable_from_replicates`: the smallest true effect the experiment
   had 80% power to detect at the 5% level, from a bootstrap standard error;
-- `folds_and_seeds_needed`: how many folds or seeds a target interval width would need;
+- `folds_and_seeds_needed`: how many test days (folds of today's length) or seeds a target width needs;
 - `reliability_curve`, `brier_decomposition`: calibration.
 
 The SPA, MCS and block-length estimator come from the arch package (public API: arch.bootstrap).
@@ -282,39 +282,48 @@ class Projection:
     """What a target interval width would need, under the scaling stated in `assumption`."""
 
     target_width: float
-    folds: int  # folds needed at the current seed count
-    seeds: int | None  # seeds needed at the current fold count; None: more seeds alone cannot reach it
+    folds: int | None  # folds OF TODAY'S LENGTH needed at the current seeds (test days grow with them)
+    seeds: int | None  # seeds needed at the current test days; None: seeds alone cannot reach the target
     assumption: str
+    test_days: int | None = None  # pooled test days needed at the current seeds, when current_days was given
+
+
+def _needed(current: int, share: float, ratio: float) -> int | None:
+    """How large a count must grow when `share` of the variance scales as 1/count and the rest stays.
+
+    ratio: how many times today's variance must shrink. None when the part that stays is already
+    larger than the target variance.
+    """
+    if ratio <= 1:
+        return current
+    allowed = 1 / ratio - (1 - share)  # the shrinking part's share of today's variance at the target
+    if allowed <= 0:
+        return None
+    return max(current, math.ceil(share * current / allowed - 1e-9))
 
 
 def folds_and_seeds_needed(current_width: float, target_width: float, current_folds: int, current_seeds: int,
-                           seed_share: float = 0.0) -> Projection:
-    """How many folds, or seeds, would shrink an interval of `current_width` to `target_width`.
+                           seed_share: float = 0.0, current_days: int | None = None) -> Projection:
+    """How many test days (as folds of today's length), or seeds, would narrow an interval to `target_width`.
 
-    Assumption (a rough guide for `evaluate --dry-run`, not a promise): folds are of equal length, so
-    test days grow with the folds, and the interval's width scales as 1/sqrt(number of independent
-    estimates): its sampling part (test days) as 1/sqrt(folds); its seed part (training noise,
-    `seed_share` of the variance, 0 when unknown) as 1/sqrt(folds x seeds), since each fold trains
-    its own seeds. More seeds never shrink the sampling part, so they alone may not reach a target.
-    Regime changes between years are ignored: new folds may add spread rather than remove it.
+    Assumption (a rough guide for `evaluate --dry-run`, not a promise): the interval's variance has a
+    sampling part (which test days were drawn) that shrinks as 1/test days, and a seed part (training
+    noise, `seed_share` of the variance, 0 when unknown) that shrinks as 1/seeds; width is the square
+    root. Only more test days shrink the sampling part: cutting the same test period into more folds
+    adds no days, so `folds` counts folds of today's length (an earlier start of the test period, or
+    more history). More seeds never shrink the sampling part, so they alone may not reach a target.
+    Regime changes between years are ignored: new years may add spread rather than remove it.
     """
     if not (current_width > 0 and target_width > 0 and current_folds >= 1 and current_seeds >= 1):
         raise ValueError("widths must be > 0, folds and seeds >= 1")
     if not 0 <= seed_share <= 1:
         raise ValueError(f"seed_share is a fraction of the variance in [0, 1], got {seed_share}")
-    ratio = (current_width / target_width) ** 2  # variance must shrink by this factor
-    folds = max(current_folds, math.ceil(current_folds * ratio - 1e-9))
-    remaining = 1 / ratio - (1 - seed_share)  # the seed part's allowed share of today's variance
-    seeds: int | None
-    if ratio <= 1:
-        seeds = current_seeds
-    elif remaining <= 0:
-        seeds = None
-    else:
-        seeds = max(current_seeds, math.ceil(seed_share * current_seeds / remaining - 1e-9))
-    assumption = ("width ~ 1/sqrt(test days) for the sampling part and 1/sqrt(folds x seeds) for the seed part "
-                  f"(seed share of the variance {seed_share:.0%}); equal folds; no regime change")
-    return Projection(target_width, folds, seeds, assumption)
+    ratio = (current_width / target_width) ** 2  # the variance must shrink by this factor
+    days = None if current_days is None else _needed(current_days, 1 - seed_share, ratio)
+    assumption = (f"variance ~ {1 - seed_share:.0%} sampling (1/test days) + {seed_share:.0%} seeds (1/seeds); "
+                  "folds of today's length; no regime change")
+    return Projection(target_width, _needed(current_folds, 1 - seed_share, ratio),
+                      _needed(current_seeds, seed_share, ratio), assumption, days)
 
 
 # --- calibration -----------------------------------------------------------------------------

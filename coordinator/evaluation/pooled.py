@@ -16,24 +16,17 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from coordinator.data.folds import Fold, fold_samples
-from coordinator.data.registry import load_dataset
-from coordinator.data.samples import Samples, make_samples
-from coordinator.data.splits import Splits
+from coordinator.data.samples import Samples
 from coordinator.errors import UserError
+from coordinator.evaluation.baselines import compute_baselines
 from coordinator.evaluation.protocol import EvaluationProtocol
 from coordinator.evaluation.verdict import BaselineScores, ConfigRuns
 from coordinator.evaluation.walkforward import FoldPeriod, WalkForwardAnswer, walk_forward_answer
 from coordinator.studies.spec import StudySpec
 
 Row = Any  # a mapping row of evaluation_protocols joined with study_specs, or of evaluation_runs
-
-
-def study_samples(engine: sa.Engine, spec: StudySpec) -> Samples:
-    dataset = load_dataset(engine, spec.dataset.name, spec.dataset.version)
-    return make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
 
 
 def shared_folds(rows: list[Row]) -> list[Fold]:
@@ -66,8 +59,6 @@ def fold_runs(row: Row, configuration: dict[str, Any], runs: list[Row], protocol
 
 def fold_baselines(samples: Samples, folds: list[Fold], val_auc: dict[str, float]) -> list[BaselineScores]:
     """Every baseline re-fitted for each fold; its fold predictions concatenated in pooled order."""
-    from coordinator.evaluation.baselines import compute_baselines
-
     predictions: dict[str, list[np.ndarray]] = defaultdict(list)
     for fold in folds:
         for result in compute_baselines(fold_samples(samples, fold)):

@@ -5,14 +5,16 @@ Every random input is seeded; bootstrap replicates are few (300) so the file run
 
 from __future__ import annotations
 
+import math
 from importlib.metadata import version
 from statistics import NormalDist
 
 import numpy as np
 import pytest
 from packaging.version import Version
+from sklearn.metrics import roc_auc_score
 
-from coordinator.evaluation.bootstrap import slope_per_decade
+from coordinator.evaluation.bootstrap import day_counts, percentile_interval, slope_per_decade, weighted_auc
 from coordinator.evaluation.comparison import (
     ARCH_BOOTSTRAP,
     block_length,
@@ -27,6 +29,7 @@ from coordinator.evaluation.comparison import (
     spa_test,
 )
 from coordinator.studies.metrics import EPS, binary_metrics, log_loss
+from tests.unit.test_evaluation_bootstrap import overlapping_window_series
 
 REPS = 300
 
@@ -194,16 +197,26 @@ def test_detectable_slope_per_decade_comes_from_the_slope_replicates() -> None:
 
 
 def test_folds_and_seeds_needed_follow_the_square_root_rule() -> None:
-    halve = folds_and_seeds_needed(0.12, 0.06, current_folds=3, current_seeds=3)
-    assert halve.folds == 12
+    halve = folds_and_seeds_needed(0.12, 0.06, current_folds=3, current_seeds=3, current_days=639)
+    assert (halve.folds, halve.test_days) == (12, 4 * 639)  # half the width: four times the days
     assert halve.seeds is None  # all of the variance is sampling: seeds cannot help
     seeds_only = folds_and_seeds_needed(0.12, 0.06, current_folds=3, current_seeds=3, seed_share=1.0)
-    assert (seeds_only.folds, seeds_only.seeds) == (12, 12)
-    mixed = folds_and_seeds_needed(0.10, 0.09, current_folds=4, current_seeds=5, seed_share=0.5)
-    assert mixed.folds == 5 and mixed.seeds is not None and mixed.seeds > 5
+    assert (seeds_only.folds, seeds_only.seeds, seeds_only.test_days) == (None, 12, None)
     wide = folds_and_seeds_needed(0.05, 0.10, current_folds=3, current_seeds=2)
     assert (wide.folds, wide.seeds) == (3, 2)
-    assert "1/sqrt" in wide.assumption
+    assert "1/test days" in wide.assumption
+
+
+def test_folds_and_seeds_needed_reach_the_target_width_under_their_own_assumption() -> None:
+    share, f0, s0, width = 0.4, 4, 5, 0.10
+    p = folds_and_seeds_needed(width, 0.09, current_folds=f0, current_seeds=s0, seed_share=share)
+    assert p.folds is not None and p.seeds is not None and p.folds > f0 and p.seeds > s0
+
+    def projected_width(folds: int, seeds: int) -> float:
+        return width * math.sqrt((1 - share) * f0 / folds + share * s0 / seeds)
+
+    assert projected_width(p.folds, s0) <= 0.09 < projected_width(p.folds - 1, s0)
+    assert projected_width(f0, p.seeds) <= 0.09 < projected_width(f0, p.seeds - 1)
 
 
 # --- calibration ----------------------------------------------------------------------------------
@@ -229,3 +242,21 @@ def test_brier_decomposition_adds_up_when_predictions_are_constant_within_bins()
     assert parts.brier == pytest.approx(binary_metrics(labels, probs)["val_brier"])
     assert parts.brier == pytest.approx(parts.reliability - parts.resolution + parts.uncertainty)
     assert parts.reliability > 0.005  # the 0.8 bin observes about 0.6
+
+
+def test_the_automatic_block_gives_an_interval_near_the_true_width_on_overlapping_windows() -> None:
+    # The truth: the spread of the AUC over many independent series of the same process (H = 10).
+    horizon, n = 10, 800
+    true_width = 2 * 1.96 * np.std([roc_auc_score(*overlapping_window_series(n, horizon, seed=1000 + s)) for s in range(200)])
+    widths, blocks = [], []
+    for seed in range(4):
+        labels, scores = overlapping_window_series(n, horizon, seed)
+        probs = 1 / (1 + np.exp(-0.15 * scores))
+        weaker = 1 / (1 + np.exp(-0.05 * (scores + 3 * np.random.default_rng(seed + 50).standard_normal(n))))
+        difference = per_day_losses(labels, probs)["log_loss"] - per_day_losses(labels, weaker)["log_loss"]
+        blocks.append(block_length(difference, horizon))
+        counts = day_counts(n, blocks[-1], 1000, np.random.default_rng(seed))
+        low, high = percentile_interval(weighted_auc(labels, scores, counts))
+        widths.append(high - low)
+    assert min(blocks) >= horizon
+    assert abs(np.mean(widths) - true_width) < 0.15 * true_width, (widths, true_width, blocks)
