@@ -116,7 +116,7 @@ def test_changing_every_row_of_a_fold_changes_no_training_input_of_that_fold(fol
 def test_a_runs_training_for_a_fold_ignores_the_fold_and_only_its_score_changes() -> None:
     pytest.importorskip("torch")
     from coordinator.studies.search_space import Architecture, TrialConfig
-    from worker.train import train
+    from worker.train import TrainOptions, train
 
     horizon, context = 1, 60
     original = make_samples(DATASET, horizon, WALK_FORWARD_SPLITS, context=context)
@@ -125,7 +125,7 @@ def test_a_runs_training_for_a_fold_ignores_the_fold_and_only_its_score_changes(
     config = TrialConfig(architecture=Architecture(d_model=16, n_layers=1, n_heads=2, d_ff=32, n_features=original.features.shape[1]),
                          learning_rate=2e-3, weight_decay=0.01, dropout=0.1, warmup_frac=0.1, max_epochs=2, patience=2,
                          batch_size=64, seed=3)
-    runs = [train(config, fold_samples(s, fold), score_test=True) for s in (original, altered)]
+    runs = [train(config, fold_samples(s, fold), TrainOptions(score_test=True)) for s in (original, altered)]
     assert runs[0].metrics == runs[1].metrics and runs[0].best_epoch == runs[1].best_epoch
     assert [e.to_dict() | {"seconds": 0} for e in runs[0].epochs] == [e.to_dict() | {"seconds": 0} for e in runs[1].epochs]
     assert runs[0].test_predictions is not None and runs[1].test_predictions is not None
