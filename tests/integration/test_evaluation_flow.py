@@ -18,7 +18,7 @@ from coordinator.data.folds import Fold, cut_folds, day_index
 from coordinator.data.splits import Splits
 from coordinator.errors import UserError
 from coordinator.evaluation.plan import payloads, record_protocol, runs_done
-from coordinator.evaluation.pooled import study_samples
+from coordinator.studies.samples import load_study_samples
 from coordinator.evaluation.protocol import BootstrapSpec, EvaluationProtocol, default_seeds, make_protocol
 from coordinator.reports.answer import print_answer
 from coordinator.studies.metrics import roc_auc
@@ -56,7 +56,9 @@ def test_protocol_is_frozen_and_immutable(engine: sa.Engine, initialised_db: str
     assert code == 0, err
     measured = rows(engine, "SELECT count(*) AS n FROM attempts WHERE state = 'COMPLETE'")[0]["n"]
     line = next(line for line in out.splitlines() if entry.name in line)
-    assert line.split()[1:5] == ["10K", "1", str(2 * 2 * 3), str(measured)]  # budget, H, k x S x F runs, trials measured
+    cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+    assert cells[:5] == [entry.name, "10K", "1", str(2 * 2 * 3), str(measured)]  # budget, H, k x S x F runs, trials measured
+    assert cells[7].endswith(" h")  # measured trials: a projected device time
     assert "projected device time" in out and "no evaluated answer yet" in out
     assert rows(engine, "SELECT count(*) AS n FROM evaluation_protocols")[0]["n"] == 0
     protocol = make_protocol("smoke", k=2, n_seeds=2)
@@ -72,7 +74,7 @@ def test_protocol_is_frozen_and_immutable(engine: sa.Engine, initialised_db: str
     assert len(items) == 2 * 2 * 3 and len({i["slot"] for i in items}) == 12  # k x S x F
     assert sorted({i["fold"] for i in items}) == [1, 2, 3]
     # The folds are frozen with the protocol: the study's test split cut as `cut_folds` cuts it.
-    samples = study_samples(engine, entry.spec)
+    samples = load_study_samples(engine, entry.spec)
     expected = cut_folds(samples.dates, Splits.from_dict(entry.spec.splits), 3, entry.spec.horizon, entry.spec.context)
     stored = rows(engine, "SELECT folds FROM evaluation_protocols")[0]["folds"]
     assert [Fold.from_dict(f) for f in stored] == expected == first.folds == again.folds
@@ -104,7 +106,7 @@ def test_runs_verdict_views_and_report(engine: sa.Engine, initialised_db: str, t
     assert all(r["curve"] == r["epochs_run"] and 1 <= r["best_epoch"] <= r["epochs_run"] <= r["max_epochs"] for r in stored)
     # No test day predicted twice, none by a model trained after it: every scored day lies after its
     # fold's training and early-stopping periods, and the folds' days are disjoint and consecutive.
-    samples = study_samples(engine, entry.spec)
+    samples = load_study_samples(engine, entry.spec)
     pooled = [t for r in stored for t in r["test_positions"]]
     assert len(set(pooled)) == len(pooled) and pooled == list(range(pooled[0], pooled[-1] + 1))
     for r, fold in zip(stored, evaluation.folds, strict=True):
@@ -178,7 +180,7 @@ def test_a_study_evaluated_under_the_single_period_protocol_still_reads(engine: 
     items = payloads(evaluation)
     assert evaluation.folds == [] and len(items) == 1 and "fold" not in items[0]
     run = evaluate_run(engine, items[0])
-    samples = study_samples(engine, entry.spec)
+    samples = load_study_samples(engine, entry.spec)
     assert run["fold"] == 0 and run["test_positions"] == samples.index["test"].tolist()  # the whole test split, once
     verdicts = compute_verdicts(engine, entry.spec.dataset.name)
     assert verdicts[0].walk_forward is None and verdicts[0].verdict.block_length == 20
