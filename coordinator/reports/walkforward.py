@@ -81,12 +81,21 @@ def print_walk_forward(out: Console, horizon: int, folds: list[Row], models: lis
             out.print(table)
 
 
+def colours_for(rows: list[Row]) -> dict[str, Any]:
+    """One colour per model label across every panel of a figure."""
+    import matplotlib.pyplot as plt
+
+    names = sorted({label(r) for r in rows})
+    return {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}
+
+
 def plot_folds(folds: list[Row], horizons: list[int], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = colours_for(folds)
     fig, axes = plt.subplots(1, len(horizons), figsize=(5.4 * len(horizons), 4.0), sharey=True, squeeze=False)
     for ax, horizon in zip(axes[0], horizons, strict=True):
         mine = [r for r in folds if r["horizon"] == horizon]
@@ -94,7 +103,7 @@ def plot_folds(folds: list[Row], horizons: list[int], path: Path) -> None:
             rows = sorted((r for r in mine if r["model"] == model), key=lambda r: r["fold"])
             study = rows[0]["kind"] == "study"
             ax.plot([r["test_start"] for r in rows], [r["auc"] for r in rows], marker="o" if study else ".",
-                    linestyle="-" if study else "--", linewidth=1.6 if study else 1.0, label=label(rows[0]))
+                    linestyle="-" if study else "--", linewidth=1.6 if study else 1.0, label=label(rows[0]), color=colours[label(rows[0])])
         ax.axhline(0.5, color="grey", linewidth=0.7)
         ax.set_title(f"H = {horizon}")
         ax.set_xlabel("start of the test fold")
@@ -111,13 +120,14 @@ def plot_calibration(models: list[Row], horizons: list[int], path: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = colours_for(models)
     fig, axes = plt.subplots(1, len(horizons), figsize=(5.0 * len(horizons), 4.4), squeeze=False)
     for ax, horizon in zip(axes[0], horizons, strict=True):
         mine = [r for r in models if r["horizon"] == horizon]
         for r in mine:
             bins = r["reliability"]
             ax.plot([b["mean_predicted"] for b in bins], [b["observed_rate"] for b in bins], marker="o", markersize=3,
-                    linestyle="-" if r["kind"] == "study" else "--", label=label(r))
+                    linestyle="-" if r["kind"] == "study" else "--", label=label(r), color=colours[label(r)])
         low = min([b["mean_predicted"] for r in mine for b in r["reliability"]] + [b["observed_rate"] for r in mine for b in r["reliability"]], default=0.0)
         high = max([b["mean_predicted"] for r in mine for b in r["reliability"]] + [b["observed_rate"] for r in mine for b in r["reliability"]], default=1.0)
         ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
