@@ -31,7 +31,7 @@ class SplitFractions:
 
 
 # The test split is cut into walk-forward folds by the evaluation, so it is long (on SPY 2,796 scored days at H = 1,
-# 4.5x the 639 test samples of the single-period splits, 0.15 / 0.10, used before); the search keeps
+# 4.4x the 639 test samples of the single-period splits, 0.15 / 0.10, used before); the search keeps
 # a validation split of hundreds of samples (about 780 on SPY). A study keeps the splits it was
 # created with (they are in its spec).
 WALK_FORWARD_SPLITS = SplitFractions(val=0.12, test=0.40)
