@@ -3,6 +3,12 @@
 -- best-on-validation configuration's test AUC minus the best baseline's; both with 95-percent paired
 -- block-bootstrap intervals (the same resampled test days for every model). `sentence` says it in words.
 -- best_baseline_* are that baseline's own test AUC and interval (the band in the report's figure).
+-- Walk-forward protocol: the test days are pooled over n_folds folds (each day predicted once, by the
+-- model trained before its fold); folds_won counts the folds where the answer's AUC beats the best
+-- baseline's; spa_pvalue tests "some budget beats the best baseline" (log loss), mcs is the 90-percent model
+-- confidence set; mde_* are the smallest slope per decade and difference to the baseline the
+-- experiment had 80-percent power to detect at the 5-percent level. protocol 'single-period': a study evaluated
+-- before walk-forward (one test period; those columns are NULL).
 DROP VIEW IF EXISTS scaling CASCADE;
 CREATE VIEW scaling AS
 SELECT
@@ -25,6 +31,14 @@ SELECT
     v.vs_best_baseline_high,
     v.sentence,
     v.notes,
+    CASE WHEN v.n_folds IS NULL THEN 'single-period' ELSE 'walk-forward' END AS protocol,
+    v.n_folds,
+    v.n_test AS n_pooled_days,
+    v.folds_won,
+    v.spa_pvalue,
+    v.mcs,
+    v.mde_slope,
+    v.mde_vs_baseline,
     v.n_test,
     v.method,
     v.block_length,

@@ -1,12 +1,16 @@
 """One evaluation run: re-train a study's configuration with a fresh seed, score it once on test.
 
-The recipe is exactly the trial's (`worker.train.train` on the study's samples: train split,
-early stopping on validation, the study's objective); the only difference is `score_test=True`,
-which keeps the best epoch's weights and scores the test split with them once, after training.
-This module and that flag are the only code that reads test-split rows for a transformer.
+The recipe is exactly the trial's (`worker.train.train`: the study's objective, early stopping,
+schedule); the only difference is `score_test=True`, which keeps the best epoch's weights and scores
+the test days with them once, after training. Under a walk-forward protocol a run belongs to one
+fold: it trains on the fold's training period, early-stops on the period just before the fold and
+scores the fold's days (`coordinator.data.folds`, boundaries frozen with the protocol); under the
+single-period protocol it trains on the study's train split, early-stops on its validation split
+and scores its whole test split. This module and that flag are the only code that reads test rows
+for a transformer.
 
 `evaluate_run` does one run and stores its row in `evaluation_runs` (an upsert keyed by study,
-configuration rank and seed, so a retried attempt replaces, never duplicates). Runs are work items
+configuration rank, seed and fold, so a retried attempt replaces, never duplicates). Runs are work items
 of kind "evaluation" in the ledger (`coordinator evaluate` enqueues them): any `worker` claims them
 like search trials, with the same heartbeats, stall detection, reaping and retries, through the
 executor `run_evaluation` registered below.
@@ -24,6 +28,8 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from coordinator.data.folds import Fold, fold_samples
+from coordinator.errors import UserError
 from coordinator.lifecycle.claims import ClaimedItem
 from coordinator.lifecycle.ledger import EVALUATION
 from coordinator.store.tables import evaluation_protocols, evaluation_runs, study_specs
@@ -64,17 +70,28 @@ def evaluate_run(
     attempt_id: int | None = None,
     samples_for: Callable[[StudySpec], Any] | None = None,
 ) -> dict[str, Any]:
-    """Train and score one (study, rank, seed) run and store its row; returns the row."""
+    """Train and score one (study, rank, seed, fold) run and store its row; returns the row."""
     from worker.train import TrainOptions, train
 
     started = time.monotonic()
     study = payload["study_name"]
+    t = evaluation_protocols
     with engine.connect() as conn:
-        stored = conn.execute(sa.select(evaluation_protocols.c.protocol_sha256).where(evaluation_protocols.c.study_name == study)).scalar()
-    if stored != payload["protocol_sha256"]:
-        raise EvaluationRefused(f"study {study} is evaluated under protocol {str(stored)[:12]}…, this run belongs to {payload['protocol_sha256'][:12]}…")
+        stored = conn.execute(sa.select(t.c.protocol_sha256, t.c.folds).where(t.c.study_name == study)).first()
+    sha = None if stored is None else stored.protocol_sha256
+    if sha != payload["protocol_sha256"]:
+        raise EvaluationRefused(f"study {study} is evaluated under protocol {str(sha)[:12]}…, this run belongs to {payload['protocol_sha256'][:12]}…")
     spec = load_spec(engine, study)
     samples = samples_for(spec) if samples_for is not None else load_study_samples(engine, spec)
+    fold = int(payload.get("fold", 0))  # 0: the single test period
+    if fold:
+        folds = stored.folds or []
+        if not 1 <= fold <= len(folds):
+            raise EvaluationRefused(f"study {study} has {len(folds)} frozen folds, this run asks for fold {fold}")
+        try:
+            samples = fold_samples(samples, Fold.from_dict(folds[fold - 1]))
+        except UserError as exc:  # gated when the protocol was frozen; a changed dataset could still fail them
+            raise EvaluationRefused(str(exc)) from None
     config = config_for(spec, payload["params"], payload["trial_number"], int(payload["seed"]))
     options = TrainOptions(device=device, objective=spec.objective.metric, should_stop=should_stop, on_step=on_step, score_test=True)
     result = train(config, samples, options)
@@ -85,6 +102,7 @@ def evaluate_run(
         "study_name": study,
         "rank": int(payload["rank"]),
         "seed": int(payload["seed"]),
+        "fold": fold,
         "protocol_sha256": payload["protocol_sha256"],
         "trial_number": int(payload["trial_number"]),
         "n_params": result.n_params,
@@ -108,7 +126,7 @@ def evaluate_run(
         "attempt_id": attempt_id,
     }
     statement = insert(evaluation_runs).values(**row)
-    keys = ("study_name", "rank", "seed")
+    keys = ("study_name", "rank", "seed", "fold")
     with engine.begin() as conn:
         conn.execute(statement.on_conflict_do_update(
             index_elements=list(keys),
@@ -139,4 +157,4 @@ def run_evaluation(context: WorkerContext, item: ClaimedItem) -> Outcome:
         return Outcome("FAIL", reason=f"evaluation run {exc}")
     # The ledger's value is the run's validation objective (as for a trial); test metrics are in evaluation_runs.
     return Outcome("COMPLETE", value=row["objective_value"],
-                   details={"best_epoch": row["best_epoch"], "epochs_run": row["epochs_run"], "test_auc": row["test_auc"]})
+                   details={"best_epoch": row["best_epoch"], "epochs_run": row["epochs_run"], "test_auc": row["test_auc"], "fold": row["fold"]})

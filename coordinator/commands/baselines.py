@@ -15,7 +15,7 @@ from coordinator.data.splits import default_splits
 from coordinator.errors import UserError
 from coordinator.evaluation.baselines import fit_baselines
 from coordinator.studies.datasets import resolve_dataset
-from coordinator.studies.presets import MAX_HORIZON
+from coordinator.studies.presets import MAX_HORIZON, PRESETS
 
 BASELINE_COLUMNS = ("model", "n_train", "n_val", "n_test", "val_auc", "val_pr_auc", "val_loss", "test_auc")
 
@@ -26,7 +26,7 @@ def baselines_command(
     horizons: Annotated[str, typer.Option("--horizons", help="comma-separated horizons in trading days")] = "1,3,5",
     format: Annotated[OutputFormat, typer.Option("--format", help="table for people; csv or json for programs.")] = OutputFormat.table,
 ) -> None:
-    """Fit logistic regression and gradient boosting per horizon on the default splits; store and print them."""
+    """Fit the baselines per horizon on the default preset's splits; store and print them."""
     wanted = parse_horizons(horizons) or ()
     bad = [h for h in wanted if not 1 <= h <= MAX_HORIZON]
     if bad:
@@ -34,7 +34,8 @@ def baselines_command(
     with engine_for(ctx) as engine:
         ref = resolve_dataset(engine, dataset)
         data = load_dataset(engine, ref.name, ref.version)
-        splits = default_splits(data.frame.index)
+        fractions = PRESETS["default"].splits
+        splits = default_splits(data.frame.index, val_frac=fractions.val, test_frac=fractions.test)
         # Every gate runs before anything is written: bad input changes nothing.
         samples = {h: make_samples(data, h, splits) for h in unique_ints(wanted)}
         rows = []

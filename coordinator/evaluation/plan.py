@@ -1,8 +1,9 @@
-"""Which runs a study's evaluation needs: its top-k configurations x the protocol's seeds.
+"""Which runs a study's evaluation needs: its top-k configurations x the protocol's seeds x its folds.
 
-`record_protocol` freezes, per study, the protocol and the configurations chosen (the top k COMPLETE
+`record_protocol` freezes, per study, the protocol, the configurations chosen (the top k COMPLETE
 trials by the study's objective, ties to the earlier trial, identical configurations counted once)
-the first time the study is evaluated. Later calls with the same protocol return what was stored,
+and, for a walk-forward protocol, the fold boundaries cut from the study's test split
+(`coordinator.data.folds`) the first time the study is evaluated. Later calls with the same protocol return what was stored,
 so re-running `coordinator evaluate` is idempotent even if the study gained trials meanwhile; a
 different protocol is refused.
 """
@@ -10,11 +11,15 @@ different protocol is refused.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
+from coordinator.data.folds import Fold, cut_folds, fold_samples
+from coordinator.data.registry import load_dataset
+from coordinator.data.samples import make_samples
+from coordinator.data.splits import Splits
 from coordinator.errors import UserError
 from coordinator.evaluation.protocol import EvaluationProtocol
 from coordinator.lifecycle.claims import StudyEntry
@@ -29,10 +34,25 @@ class StudyEvaluation:
     protocol: EvaluationProtocol
     configurations: list[dict[str, Any]]  # rank, trial_number, trial_id, params, objective, n_params
     status: str  # new | unchanged
+    folds: list[Fold] = field(default_factory=list)  # empty: the single-period protocol
 
     @property
     def n_runs(self) -> int:
-        return len(self.configurations) * self.protocol.n_seeds
+        return len(self.configurations) * self.protocol.n_seeds * self.protocol.n_folds
+
+
+def study_folds(engine: sa.Engine, entry: StudyEntry, protocol: EvaluationProtocol) -> list[Fold]:
+    """The protocol's folds of this study's test split (none for the single-period protocol)."""
+    if not protocol.walk_forward:
+        return []
+    spec = entry.spec
+    dataset = load_dataset(engine, spec.dataset.name, spec.dataset.version)
+    dates = dataset.frame.index.to_numpy(dtype="datetime64[ns]")
+    folds = cut_folds(dates, Splits.from_dict(spec.splits), protocol.n_folds, spec.horizon, spec.context)
+    samples = make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
+    for fold in folds:
+        fold_samples(samples, fold)  # the gates: enough early-stopping samples, both classes, before anything is written
+    return folds
 
 
 def top_configurations(engine: sa.Engine, entry: StudyEntry, k: int) -> list[dict[str, Any]]:
@@ -75,14 +95,15 @@ def record_protocol(engine: sa.Engine, entry: StudyEntry, protocol: EvaluationPr
     configurations = top_configurations(engine, entry, protocol.k)
     if not configurations:
         raise UserError(f"study {entry.name} has no COMPLETE (non-synthetic) trial to evaluate")
+    folds = study_folds(engine, entry, protocol)
     with engine.begin() as conn:
         locks.hold(conn, f"evaluation_protocol:{entry.name}")
         row = conn.execute(sa.select(t).where(t.c.study_name == entry.name)).mappings().first()
         if row is not None:  # another `evaluate` won the race
             return check_same(entry, protocol, row)
         conn.execute(t.insert().values(study_name=entry.name, protocol=protocol.to_dict(), protocol_sha256=protocol.sha256(),
-                                       configurations=configurations))
-    return StudyEvaluation(entry, protocol, configurations, "new")
+                                       configurations=configurations, folds=[f.to_dict() for f in folds] if folds else None))
+    return StudyEvaluation(entry, protocol, configurations, "new", folds)
 
 
 def check_same(entry: StudyEntry, protocol: EvaluationProtocol, row: Any) -> StudyEvaluation:
@@ -90,27 +111,25 @@ def check_same(entry: StudyEntry, protocol: EvaluationProtocol, row: Any) -> Stu
         stored = EvaluationProtocol.from_dict(row["protocol"])
         raise UserError(
             f"study {entry.name} is already evaluated under another protocol ({stored.describe()}); "
-            "a study's evaluation protocol is immutable: run `coordinator evaluate` without --preset/--k/--seeds to reuse it, "
+            "a study's evaluation protocol is immutable: run `coordinator evaluate` without --preset/--k/--seeds/--folds to reuse it, "
             "or evaluate a new study"
         )
-    return StudyEvaluation(entry, protocol, list(row["configurations"]), "unchanged")
+    folds = [Fold.from_dict(f) for f in row["folds"] or []]
+    return StudyEvaluation(entry, protocol, list(row["configurations"]), "unchanged", folds)
 
 
 def payloads(evaluation: StudyEvaluation) -> list[dict[str, Any]]:
-    """One work item per (configuration, seed); `slot` makes enqueueing idempotent."""
-    return [
-        {
-            "slot": f"rank{c['rank']}-seed{seed}",
-            "study_name": evaluation.entry.name,
-            "rank": c["rank"],
-            "seed": seed,
-            "trial_number": c["trial_number"],
-            "params": c["params"],
-            "protocol_sha256": evaluation.protocol.sha256(),
-        }
-        for c in evaluation.configurations
-        for seed in evaluation.protocol.seeds
-    ]
+    """One work item per (configuration, seed, fold); `slot` makes enqueueing idempotent. A run of
+    the single-period protocol has no fold."""
+    items = []
+    for c in evaluation.configurations:
+        for seed in evaluation.protocol.seeds:
+            run = {"slot": f"rank{c['rank']}-seed{seed}", "study_name": evaluation.entry.name, "rank": c["rank"], "seed": seed,
+                   "trial_number": c["trial_number"], "params": c["params"], "protocol_sha256": evaluation.protocol.sha256()}
+            if not evaluation.folds:
+                items.append(run)
+            items += [run | {"slot": f"{run['slot']}-fold{f.number}", "fold": f.number} for f in evaluation.folds]
+    return items
 
 
 def runs_done(engine: sa.Engine, study_names: list[str]) -> dict[str, int]:

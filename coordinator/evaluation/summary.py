@@ -2,10 +2,12 @@
 
 `compute_verdicts` reads the frozen protocols and the runs, the baselines' test predictions and
 the test labels (rebuilt from the dataset, and checked against the runs' test positions), and calls
-`verdict.summarise_horizon`. A configuration enters once all its seeds are stored; a horizon whose
+`verdict.summarise_horizon`: on the pooled days of the walk-forward folds (`pooled`, with per-fold
+scores, the model comparison and the power statement) or, for studies evaluated before walk-forward,
+on their single test period. A configuration enters once all its runs are stored; a horizon whose
 studies were evaluated under different protocols is refused (their intervals would not be comparable).
-`store_verdicts` replaces the rows of `evaluation_results`, `evaluation_baselines` and
-`scaling_verdicts` for the horizons computed.
+`store_verdicts` replaces the rows of `evaluation_results`, `evaluation_baselines`, `scaling_verdicts`,
+`evaluation_folds` and `model_comparisons` for the horizons computed.
 """
 
 from __future__ import annotations
@@ -19,18 +21,25 @@ import sqlalchemy as sa
 
 from coordinator.errors import UserError
 from coordinator.evaluation import baselines as bl
+from coordinator.evaluation.pooled import walk_forward_horizon
 from coordinator.evaluation.protocol import EvaluationProtocol, wide_note_for
 from coordinator.evaluation.verdict import BaselineScores, ConfigRuns, HorizonVerdict, summarise_horizon
+from coordinator.evaluation.walkforward import WalkForwardAnswer
 from coordinator.store.tables import (
     evaluation_baselines,
+    evaluation_folds,
     evaluation_protocols,
     evaluation_results,
     evaluation_runs,
+    model_comparisons,
     scaling_verdicts,
     study_specs,
 )
 from coordinator.studies.samples import load_study_samples
 from coordinator.studies.spec import StudySpec
+
+SINGLE_PERIOD_NOTE = ("evaluated under the single-period protocol (before walk-forward): one test period, "
+                      "no per-fold results, model comparison or power statement")
 
 
 @dataclass(frozen=True)
@@ -42,12 +51,13 @@ class DatasetVerdict:
     verdict: HorizonVerdict
     missing_runs: int  # runs of the protocol not stored yet
     total_runs: int
+    walk_forward: WalkForwardAnswer | None = None  # None: the single-period protocol
 
 
 def compute_verdicts(engine: sa.Engine, dataset_name: str, dataset_version: int | None = None) -> list[DatasetVerdict]:
     """One verdict per horizon of the dataset's evaluated studies (none if nothing is evaluated)."""
     p, s = evaluation_protocols, study_specs
-    query = (sa.select(p.c.study_name, p.c.protocol, p.c.protocol_sha256, p.c.configurations, s.c.spec, s.c.dataset_version,
+    query = (sa.select(p.c.study_name, p.c.protocol, p.c.protocol_sha256, p.c.configurations, p.c.folds, s.c.spec, s.c.dataset_version,
                        s.c.budget, s.c.budget_params, s.c.horizon)
              .join(s, s.c.study_name == p.c.study_name).where(s.c.dataset_name == dataset_name))
     if dataset_version is not None:
@@ -70,6 +80,12 @@ def compute_verdicts(engine: sa.Engine, dataset_name: str, dataset_version: int 
                             f"({', '.join(sorted(r['study_name'] for r in rows))}); their intervals are not comparable")
         protocol = EvaluationProtocol.from_dict(rows[0]["protocol"])
         spec = StudySpec.from_dict(rows[0]["spec"])
+        if protocol.walk_forward:
+            samples = load_study_samples(engine, spec)
+            val_auc = {b.model: b.val_auc for b in baseline_scores(engine, spec)}
+            answer, missing, total = walk_forward_horizon(samples, rows, runs_by, protocol, val_auc, wide_note_for(protocol))
+            verdicts.append(DatasetVerdict(dataset_name, version, horizon, protocol, answer.verdict, missing, total, answer))
+            continue
         positions, labels = split_test_labels(engine, spec)
         configs, total, missing = [], 0, 0
         for row in rows:
@@ -92,7 +108,7 @@ def compute_verdicts(engine: sa.Engine, dataset_name: str, dataset_version: int 
                     under_trained=sum(r["best_epoch"] == r["epochs_run"] for r in done),
                 ))
         baselines = baseline_scores(engine, spec)
-        note = wide_note_for(protocol)
+        note = "; ".join(x for x in (SINGLE_PERIOD_NOTE, wide_note_for(protocol)) if x)
         if missing:
             note = "; ".join(x for x in (note, f"{missing} of {total} evaluation runs are not finished yet: partial answer") if x)
         verdict = summarise_horizon(horizon, labels, configs, baselines, protocol.bootstrap, note=note)
@@ -154,8 +170,36 @@ def store_verdicts(engine: sa.Engine, verdicts: list[DatasetVerdict]) -> None:
                 best_baseline=best.model if best else None, vs_best_baseline=d.value if d else None,
                 vs_best_baseline_low=d.low if d else None, vs_best_baseline_high=d.high if d else None,
                 n_test=v.n_test, block_length=v.block_length, replicates=v.replicates, method=dv.protocol.bootstrap.method,
-                sentence=v.sentence, notes=v.notes,
+                sentence=v.sentence, notes=v.notes, **walk_forward_columns(dv.walk_forward),
             ))
+            for table in (evaluation_folds, model_comparisons):
+                conn.execute(table.delete().where(table.c.dataset_name == key[0], table.c.dataset_version == key[1], table.c.horizon == key[2]))
+            if dv.walk_forward is not None:
+                store_walk_forward(conn, key, sha, dv.walk_forward)
+
+
+def walk_forward_columns(answer: WalkForwardAnswer | None) -> dict[str, Any]:
+    """The walk-forward columns of `scaling_verdicts` (NULL for the single-period protocol)."""
+    if answer is None:
+        return {}
+    return {"n_folds": len(answer.folds), "folds_won": answer.folds_won, "spa_pvalue": answer.spa_pvalue, "mcs": answer.mcs,
+            "mde_slope": answer.mde_slope, "mde_vs_baseline": answer.mde_vs_baseline}
+
+
+def store_walk_forward(conn: sa.Connection, key: tuple[str, int, int], sha: str, answer: WalkForwardAnswer) -> None:
+    """Per-fold scores and the model comparison of one horizon (its old rows already deleted)."""
+    where = {"dataset_name": key[0], "dataset_version": key[1], "horizon": key[2], "protocol_sha256": sha}
+    folds = [where | {"model": f.model, "kind": f.kind, "fold": f.fold.number, "test_start": f.fold.start, "test_end": f.fold.end,
+                      "n_days": f.fold.n_days, "auc": finite(f.auc), "log_loss": f.log_loss, "brier": f.brier}
+             for f in answer.fold_scores]
+    models = [where | {"model": m.model, "kind": m.kind, "auc": m.auc, "log_loss": m.log_loss, "brier": m.brier,
+                       "brier_reliability": m.brier_reliability, "in_mcs": m.in_mcs, "mcs_pvalue": m.mcs_pvalue,
+                       "reliability": m.reliability}
+              for m in answer.models]
+    if folds:
+        conn.execute(evaluation_folds.insert(), folds)
+    if models:
+        conn.execute(model_comparisons.insert(), models)
 
 
 def finite(x: float) -> float | None:

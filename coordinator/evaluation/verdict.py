@@ -32,6 +32,7 @@ from coordinator.evaluation.bootstrap import (
     weighted_auc,
     weighted_average_precision,
 )
+from coordinator.evaluation.comparison import bootstrap_standard_error
 from coordinator.evaluation.protocol import BootstrapSpec
 
 
@@ -63,6 +64,7 @@ class Interval:
     value: float
     low: float
     high: float
+    se: float | None = None  # the bootstrap standard error (sd of the replicates), for the power statement
 
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
@@ -106,17 +108,19 @@ class HorizonVerdict:
 
 
 def summarise_horizon(horizon: int, labels: np.ndarray, configs: list[ConfigRuns], baselines: list[BaselineScores],
-                      bootstrap: BootstrapSpec, note: str | None = None) -> HorizonVerdict:
+                      bootstrap: BootstrapSpec, note: str | None = None, block_length: int | None = None) -> HorizonVerdict:
+    """`block_length` None: the protocol's fixed rule (`bootstrap.block_for`); else that block length
+    (an automatic choice, already at least H)."""
     labels = np.asarray(labels, dtype=np.float64)
     n = len(labels)
-    block = bootstrap.block_for(horizon)
+    block = bootstrap.block_for(horizon) if block_length is None else block_length
     rng = np.random.default_rng([bootstrap.seed, horizon])
     counts = day_counts(n, block, bootstrap.replicates, rng, bootstrap.method)
     every_day = np.ones((1, n))
 
     def interval(point: float, replicates: np.ndarray) -> Interval:
         low, high = percentile_interval(replicates, bootstrap.level)
-        return Interval(point, low, high)
+        return Interval(point, low, high, bootstrap_standard_error(replicates))
 
     base_summaries, base_auc_reps = [], {}
     for b in baselines:

@@ -18,6 +18,7 @@ from rich.table import Table
 from coordinator.data.registry import SYNTHETIC_WARNING, synthetic_dataset
 from coordinator.reports.columns import Column, fitted_table
 from coordinator.reports.figures import finish_figure, format_count
+from coordinator.reports.walkforward import html_walk_forward, print_walk_forward, walk_forward_rows
 from coordinator.store import engines
 
 Row = dict[str, Any]
@@ -61,7 +62,7 @@ def horizon_table(horizon: int, final: list[Row], baselines: list[Row], width: i
     for r in final:
         if r["horizon"] != horizon or not r["chosen"]:
             continue
-        flags = f"{r['under_trained_runs']}/{r['n_seeds']} under-trained" if r["under_trained_runs"] else ""
+        flags = f"{r['under_trained_runs']} run(s) under-trained" if r["under_trained_runs"] else ""
         cells.append([f"{r['budget']} #{r['trial_number']} x{r['n_seeds']}", format_count(r["n_params"]),
                       ci(r["test_auc"], r["test_auc_low"], r["test_auc_high"]),
                       "-" if r["test_auc_sd"] is None else f"{r['test_auc_sd']:.3f}",
@@ -81,18 +82,24 @@ def print_answer(engine: sa.Engine, dataset_name: str, dataset_version: int, out
     if not scaling:
         return False
     synthetic = synthetic_dataset(engine, dataset_name, dataset_version)
-    out.print(f"[bold]the answer on {dataset_name}:{dataset_version}[/] (test split, scored once per run; "
+    folds, models = walk_forward_rows(engine, dataset_name, dataset_version)
+    out.print(f"[bold]the answer on {dataset_name}:{dataset_version}[/] (test days scored once per run; "
               "model: budget, search trial #, seeds; best: the baseline with the best validation AUC)")
     for s in scaling:
         if horizons is not None and s["horizon"] not in horizons:
             continue
         out.print(horizon_table(s["horizon"], final, baselines, out.width))
+        print_walk_forward(out, s["horizon"], folds, models)
         out.print(f"[bold]verdict:[/] {s['sentence']}" + (" [bold red](SYNTHETIC data: says nothing about real markets)[/]" if synthetic else ""))
         for note in s["notes"]:
             out.print(f"[yellow]note:[/] {note}")
-    b = scaling[0]
-    out.print(f"intervals: {b['method']} bootstrap over {b['n_test']} test days, block length {b['block_length']} "
-              f"(at least H), {b['replicates']} replicates; seeds resampled with the days")
+    for b in scaling:
+        if horizons is not None and b["horizon"] not in horizons:
+            continue
+        days = (f"{b['n_pooled_days']} test days pooled over {b['n_folds']} walk-forward folds" if b.get("protocol") == "walk-forward"
+                else f"{b['n_test']} days of one test period (single-period protocol)")
+        out.print(f"H = {b['horizon']} intervals: {b['method']} bootstrap over {days}, block length {b['block_length']} "
+                  f"(at least H), {b['replicates']} replicates; seeds resampled with the days")
     return True
 
 
@@ -184,23 +191,28 @@ def html_section(engine: sa.Engine, dataset_name: str, dataset_version: int, out
         return ("<h2>The answer</h2><p class='note'>Not evaluated yet: run <code>coordinator evaluate</code> "
                 "(re-trains the best configurations with fresh seeds and scores them once on the test split).</p>")
     runs = engines.read_rows(engine, """
-        SELECT e.study_name, e.rank, e.seed, e.best_epoch, e.epochs_run, e.max_epochs, e.epochs, sp.horizon, sp.budget, sp.budget_params
+        SELECT e.study_name, e.rank, e.seed, e.fold, e.best_epoch, e.epochs_run, e.max_epochs, e.epochs, sp.horizon, sp.budget, sp.budget_params
         FROM evaluation_runs e JOIN study_specs sp ON sp.study_name = e.study_name
         JOIN evaluation_protocols p ON p.study_name = e.study_name AND p.protocol_sha256 = e.protocol_sha256
         WHERE sp.dataset_name = :n AND sp.dataset_version = :v ORDER BY sp.horizon, sp.budget_params, e.rank, e.seed""",
                 n=dataset_name, v=dataset_version)
+    folds, models = walk_forward_rows(engine, dataset_name, dataset_version)
     plot_answer(final, baselines, scaling, answer_png)
     plot_curves(runs, [s["horizon"] for s in scaling], curves_png)
     parts = [f"<h2>The answer on {esc(dataset_name)}:{dataset_version}</h2>"]
     if synthetic_dataset(engine, dataset_name, dataset_version):
         parts.append(f"<p class='note'><b>{esc(SYNTHETIC_WARNING)}.</b></p>")
     parts += [f"<p><b>{esc(s['sentence'])}</b></p>" + "".join(f"<p class='note'>{esc(n)}</p>" for n in s["notes"]) for s in scaling]
-    b = scaling[0]
-    parts.append(
-        f"<p>Each study's best configurations were re-trained with fresh seeds by the trial recipe and scored once on the test "
-        f"split. Intervals: {esc(b['method'])} bootstrap over the {b['n_test']} test days (block length {b['block_length']}, at "
-        f"least H), seeds resampled with the days, {b['replicates']} replicates; differences and slopes are paired (the same "
-        f"resampled days for every model). The study's answer and the best baseline are chosen on validation.</p>")
+    for b in scaling:
+        days = (f"the {b['n_pooled_days']} test days pooled over {b['n_folds']} walk-forward folds (each day predicted once, "
+                "by the model trained before its fold)" if b.get("protocol") == "walk-forward"
+                else f"the {b['n_test']} days of one test period (single-period protocol, evaluated before walk-forward)")
+        parts.append(
+            f"<p>H = {b['horizon']}: each study's best configurations were re-trained with fresh seeds by the trial recipe and "
+            f"scored once per test period. Intervals: {esc(b['method'])} bootstrap over {esc(days)} (block length "
+            f"{b['block_length']}, at least H), seeds resampled with the days, {b['replicates']} replicates; differences and "
+            f"slopes are paired (the same resampled days for every model). The study's answer and the best baseline are "
+            f"chosen on validation.</p>")
     parts.append(f"<img src='{answer_png.name}' alt='test AUC vs parameter count per horizon'>")
     head = ["horizon", "model", "params", "seeds", "test AUC [95% CI]", "sd", "test PR-AUC [95% CI]", "vs best baseline", "under-trained runs"]
     body = []
@@ -217,10 +229,11 @@ def html_section(engine: sa.Engine, dataset_name: str, dataset_version: int, out
                      ci(bl["test_pr_auc"], bl["test_pr_auc_low"], bl["test_pr_auc_high"]), "-", "-"])
     parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"
                  + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body) + "</table>")
+    parts.append(html_walk_forward(folds, models, scaling, out_dir))
     under = [r for r in runs if r["best_epoch"] == r["epochs_run"]]
     if under:
         parts.append("<h3>Under-trained runs (best epoch was the last one)</h3><p>More epochs might have helped these:</p><ul>"
-                     + "".join(f"<li>{esc(r['study_name'])} rank {r['rank']} seed {r['seed']}: best epoch {r['best_epoch']} "
+                     + "".join(f"<li>{esc(run_name(r))}: best epoch {r['best_epoch']} "
                                f"of {r['epochs_run']} (max {r['max_epochs']})</li>" for r in under) + "</ul>")
     parts.append(f"<h3>Learning curves of the evaluation runs</h3><img src='{curves_png.name}' alt='learning curves'>")
     return "\n".join(parts)
@@ -231,6 +244,12 @@ def test_auc_cell(evaluated: Row, best_trial: int | None) -> str:
     evaluated one, the cell names the trial the number belongs to."""
     cell = ci(evaluated["test_auc"], evaluated["test_auc_low"], evaluated["test_auc_high"])
     return cell if evaluated["trial_number"] == best_trial else f"{cell} (trial #{evaluated['trial_number']})"
+
+
+def run_name(run: Row) -> str:
+    """study, configuration rank, seed and (walk-forward) fold of an evaluation run."""
+    fold = f" fold {run['fold']}" if run["fold"] else ""
+    return f"{run['study_name']} rank {run['rank']} seed {run['seed']}{fold}"
 
 
 def with_test_auc(engine: sa.Engine, board: list[Row]) -> list[Row]:

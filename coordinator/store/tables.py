@@ -287,6 +287,8 @@ evaluation_protocols = sa.Table(
     # [{rank, trial_number, trial_id, params, objective, n_params}], rank 1 = best by the study's objective
     sa.Column("configurations", JSONB, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # the walk-forward folds frozen with the protocol: [Fold.to_dict()]; NULL for the single-period protocol
+    sa.Column("folds", JSONB),
 )
 
 evaluation_runs = sa.Table(
@@ -295,6 +297,8 @@ evaluation_runs = sa.Table(
     sa.Column("study_name", sa.Text, sa.ForeignKey("study_specs.study_name"), primary_key=True),
     sa.Column("rank", sa.Integer, primary_key=True),
     sa.Column("seed", sa.BigInteger, primary_key=True),
+    # the walk-forward fold trained for and scored on (1..F); 0: the single test period of the old protocol
+    sa.Column("fold", sa.Integer, primary_key=True, server_default="0"),
     sa.Column("protocol_sha256", sa.Text, nullable=False),
     sa.Column("trial_number", sa.Integer, nullable=False),  # the search trial whose configuration this re-trains
     sa.Column("n_params", sa.BigInteger, nullable=False),
@@ -390,5 +394,54 @@ scaling_verdicts = sa.Table(
     sa.Column("method", sa.Text, nullable=False),
     sa.Column("sentence", sa.Text, nullable=False),
     sa.Column("notes", JSONB, nullable=False),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # Walk-forward only (NULL for a single-period verdict): n_test is then the pooled day count.
+    sa.Column("n_folds", sa.Integer),
+    sa.Column("folds_won", sa.Integer),  # folds where the answer's AUC beats the best baseline's
+    sa.Column("spa_pvalue", sa.Float),  # H0: no budget's answer beats the best baseline (log loss)
+    sa.Column("mcs", JSONB),  # the 90% model confidence set (model names)
+    sa.Column("mde_slope", sa.Float),  # minimum detectable slope per decade (80% power, 5% level)
+    sa.Column("mde_vs_baseline", sa.Float),  # minimum detectable difference to the best baseline
+)
+
+# Per dataset version, horizon, model (a study's answer configuration, mean over its seeds, or a
+# baseline re-fitted per fold) and walk-forward fold: the fold's test period and scores.
+evaluation_folds = sa.Table(
+    "evaluation_folds",
+    metadata,
+    sa.Column("dataset_name", sa.Text, primary_key=True),
+    sa.Column("dataset_version", sa.Integer, primary_key=True),
+    sa.Column("horizon", sa.Integer, primary_key=True),
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("fold", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),  # study | baseline
+    sa.Column("test_start", sa.Date, nullable=False),
+    sa.Column("test_end", sa.Date, nullable=False),
+    sa.Column("n_days", sa.Integer, nullable=False),
+    sa.Column("auc", sa.Float),  # NULL when the fold's labels are one class
+    sa.Column("log_loss", sa.Float, nullable=False),
+    sa.Column("brier", sa.Float, nullable=False),
+    sa.Column("protocol_sha256", sa.Text, nullable=False),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+# Per dataset version, horizon and model on the pooled walk-forward days: AUC, per-day losses,
+# membership of the 90% model confidence set, calibration.
+model_comparisons = sa.Table(
+    "model_comparisons",
+    metadata,
+    sa.Column("dataset_name", sa.Text, primary_key=True),
+    sa.Column("dataset_version", sa.Integer, primary_key=True),
+    sa.Column("horizon", sa.Integer, primary_key=True),
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("auc", sa.Float, nullable=False),
+    sa.Column("log_loss", sa.Float, nullable=False),
+    sa.Column("brier", sa.Float, nullable=False),
+    sa.Column("brier_reliability", sa.Float, nullable=False),  # the Brier score's calibration part
+    sa.Column("in_mcs", sa.Boolean, nullable=False),
+    sa.Column("mcs_pvalue", sa.Float),
+    sa.Column("reliability", JSONB, nullable=False),  # [{mean_predicted, observed_rate, count}], quantile bins
+    sa.Column("protocol_sha256", sa.Text, nullable=False),
     sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )

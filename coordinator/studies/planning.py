@@ -89,7 +89,7 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
 
     ref = resolve_dataset(engine, request.dataset)
     dataset = load_dataset(engine, ref.name, ref.version)
-    splits = default_splits(dataset.frame.index)
+    splits = default_splits(dataset.frame.index, val_frac=preset.splits.val, test_frac=preset.splits.test)
     samples = {h: make_samples(dataset, h, splits, context=CONTEXT, threshold=THRESHOLD) for h in horizons}
     spaces = {b: search_space(b, len(dataset.input_columns), preset) for b in budgets}
 
@@ -131,7 +131,10 @@ def unique(values: Any) -> tuple:
 
 
 def check_existing(engine: sa.Engine, plans: list[PlannedStudy]) -> list[PlannedStudy]:
-    """Mark studies that already exist with the same spec; refuse any that exist with another spec."""
+    """Mark studies that already exist with the same spec; refuse any that exist with another spec.
+
+    A study that differs only in its splits was created under an earlier preset's split fractions:
+    it keeps its own spec (and its results), and is resumed as it is."""
     t = tables.study_specs
     with engine.connect() as conn:
         stored = {
@@ -146,8 +149,12 @@ def check_existing(engine: sa.Engine, plans: list[PlannedStudy]) -> list[Planned
         if row is None:
             checked.append(plan)
             continue
+        existing = StudySpec.from_dict(row.spec)
+        if row.spec_sha256 != plan.spec.sha256() and plan.spec.differences(existing) == ["splits"]:
+            checked.append(dataclasses.replace(plan, spec=existing, status="unchanged"))
+            continue
         if row.spec_sha256 != plan.spec.sha256():
-            changed = plan.spec.differences(StudySpec.from_dict(row.spec))
+            changed = plan.spec.differences(existing)
             raise UserError(
                 f"study {plan.spec.name} already exists with a different spec (differs in: {', '.join(changed)}); "
                 "a study's spec is immutable: keep the original flags, or add --suffix TAG to create new studies beside it"

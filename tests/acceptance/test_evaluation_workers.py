@@ -1,4 +1,4 @@
-"""Evaluation runs are ledger items: racing worker processes claim exactly S x k per study, and a
+"""Evaluation runs are ledger items: racing worker processes claim exactly k x S x F per study, and a
 SIGKILLed worker's run is reaped after the grace period and re-run by another (real PostgreSQL,
 real processes, real training of a 10K-parameter configuration)."""
 
@@ -42,11 +42,11 @@ def test_racing_workers_run_each_evaluation_exactly_once_and_survive_a_sigkill(
 ) -> None:
     url = initialised_db
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # several workers on 2 cores: one thread each, as `coordinator local` does
-    # Two studies, searched for real (seconds), then evaluated with k = 2 configurations x 2 seeds.
+    # Two studies, searched for real (seconds), then evaluated with k = 1 configuration x 2 seeds x 2 walk-forward folds.
     dataset = make_dataset(url, days=3000)
     create(url, dataset=dataset, preset="smoke", budgets=("10K",), horizons=(1, 3), trials=2)
     assert Worker(WorkerOptions(url=url, worker_id="searcher", device="cpu", liveness=Liveness(1, 20, 2), poll_s=0.1)).run() == 0
-    protocol = make_protocol("smoke", k=2, n_seeds=2)
+    protocol = make_protocol("smoke", k=1, n_seeds=2, folds=2)
     evaluations = [record_protocol(engine, entry, protocol) for entry in load_studies(engine)]
     expected = sum(e.n_runs for e in evaluations)
     assert expected == 8 and submit(engine, evaluations) == 8
@@ -62,11 +62,13 @@ def test_racing_workers_run_each_evaluation_exactly_once_and_survive_a_sigkill(
     for p in racers:
         assert p.wait(timeout=max(1.0, deadline - time.monotonic())) == 0
 
-    # Exactly S x k runs per study: one stored row each, every item COMPLETE, no duplicate attempt.
+    # Exactly k x S x F runs per study: one stored row each, every item COMPLETE, no duplicate attempt.
     counts = rows(engine, "SELECT study_name, slots, finished, complete, waiting, running FROM work_counts WHERE kind = :k", k=EVALUATION)
     assert sorted((c["slots"], c["finished"], c["complete"], c["waiting"], c["running"]) for c in counts) == [(4, 4, 4, 0, 0)] * 2
-    stored = rows(engine, "SELECT study_name, rank, seed, item_id, attempt_id, worker FROM evaluation_runs")
-    assert len(stored) == expected == len({(r["study_name"], r["rank"], r["seed"]) for r in stored})
+    stored = rows(engine, "SELECT study_name, rank, seed, fold, item_id, attempt_id, worker FROM evaluation_runs")
+    assert len(stored) == expected == len({(r["study_name"], r["rank"], r["seed"], r["fold"]) for r in stored})
+    assert sorted((r["study_name"], r["seed"], r["fold"]) for r in stored) == sorted(
+        (e.entry.name, seed, fold) for e in evaluations for seed in protocol.seeds for fold in (1, 2))
     complete = rows(engine, "SELECT a.attempt_id, a.item_id, a.worker FROM attempts a JOIN work_items i USING (item_id) "
                             "WHERE i.kind = :k AND a.state = 'COMPLETE'", k=EVALUATION)
     assert len(complete) == expected
@@ -79,5 +81,5 @@ def test_racing_workers_run_each_evaluation_exactly_once_and_survive_a_sigkill(
 
     store_answers(engine, evaluations)
     final = rows(engine, "SELECT study_name, rank, n_seeds FROM final_results ORDER BY study_name, rank")
-    assert [(f["rank"], f["n_seeds"]) for f in final] == [(1, 2), (2, 2)] * 2
-    assert len(rows(engine, "SELECT * FROM scaling")) == 2
+    assert [(f["rank"], f["n_seeds"]) for f in final] == [(1, 2)] * 2
+    assert [s["n_folds"] for s in rows(engine, "SELECT n_folds FROM scaling")] == [2, 2]

@@ -157,3 +157,26 @@ def test_dry_run_prints_the_plan_and_writes_nothing(engine: sa.Engine, initialis
         assert name in out
     assert scalar(engine, "SELECT count(*) FROM studies") == 0
     assert scalar(engine, "SELECT count(*) FROM trials") == 0
+
+
+def test_new_studies_get_the_walk_forward_splits_and_existing_ones_keep_theirs(
+    engine: sa.Engine, initialised_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coordinator.studies import presets
+    from coordinator.studies.presets import PRESETS, WALK_FORWARD_SPLITS, SplitFractions
+
+    make_dataset(initialised_db, days=2500)
+    # A study created under the single-period splits of earlier releases (val 15%, test 10%).
+    single_period = dataclasses.replace(PRESETS["smoke"], splits=SplitFractions(val=0.15, test=0.10))
+    monkeypatch.setitem(presets.PRESETS, "smoke", single_period)
+    old = create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1,), trials=1)[0].spec
+    monkeypatch.undo()
+    plans = create(initialised_db, preset="smoke", budgets=("100K", "300K"), horizons=(1,), trials=1)
+    kept, new = plans
+    # The existing study is resumed with its own spec; the new one gets the preset's long test split.
+    assert kept.status == "unchanged" and kept.spec == old and kept.spec.sha256() == old.sha256()
+    stored = {r["study_name"]: StudySpec.from_dict(r["spec"]) for r in rows(engine, "SELECT study_name, spec FROM study_specs")}
+    assert stored[old.name].splits == old.splits != new.spec.splits == stored[new.spec.name].splits
+    test_days = {name: spec.splits["test"] for name, spec in stored.items()}
+    assert test_days[new.spec.name][0] < test_days[old.name][0]  # 40% of the days for test instead of 10%
+    assert WALK_FORWARD_SPLITS == PRESETS["smoke"].splits == PRESETS["default"].splits

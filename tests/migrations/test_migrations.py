@@ -81,7 +81,7 @@ def test_fresh_database_has_exactly_the_models_schema(initialised_db: str) -> No
     engine = sa.create_engine(initialised_db, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            assert migrations.current_revision(conn) == migrations.head_revision() == "0003_evaluation"
+            assert migrations.current_revision(conn) == migrations.head_revision() == "0004_walk_forward"
             diffs = compare_metadata(MigrationContext.configure(conn), tables.metadata)
             # Optuna's tables are Optuna's: only differences on ours count.
             ours = [d for d in diffs if not (d[0] == "remove_table" and d[1].name not in OUR_TABLES)]
@@ -93,11 +93,12 @@ def test_fresh_database_has_exactly_the_models_schema(initialised_db: str) -> No
         engine.dispose()
 
 
-def previous_release(tmp_path: Path) -> Path:
-    folder = tmp_path / PREVIOUS_RELEASE
-    archive = subprocess.run(["git", "archive", PREVIOUS_RELEASE], cwd=REPO, capture_output=True, check=False)
+def previous_release(tmp_path: Path, commit: str = PREVIOUS_RELEASE) -> Path:
+    """That release's tree, checked out of this repository's history under tmp_path."""
+    folder = tmp_path / commit
+    archive = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True, check=False)
     if archive.returncode != 0:
-        pytest.skip(f"the previous release {PREVIOUS_RELEASE} is not in this checkout's history")
+        pytest.skip(f"the previous release {commit} is not in this checkout's history")
     tarfile.open(fileobj=io.BytesIO(archive.stdout)).extractall(folder, filter="data")
     return folder
 

@@ -98,6 +98,8 @@ READERS_OF_TEST = {
     "worker/train.py",  # only under score_test, after training
     "worker/evaluate.py",  # the final evaluation
     "coordinator/evaluation/summary.py",  # test labels for the bootstrap
+    "coordinator/evaluation/pooled.py",  # the walk-forward folds' test labels, pooled for the bootstrap
+    "coordinator/data/folds.py",  # the folds' test positions (the days each fold's model scores)
     "coordinator/evaluation/baselines.py",  # baselines are scored on test (fitted on train only)
 }
 
