@@ -58,6 +58,7 @@ class WorkerOptions:
     worker_id: str = field(default_factory=lambda: default_worker_id())
     synthetic: float | None = None  # seconds per trial instead of training
     synthetic_stall: bool = False  # synthetic trials never advance their step counter
+    synthetic_epochs: int = 1  # epochs of a synthetic trial, each reported to the study's pruner
     liveness: Liveness = field(default_factory=Liveness)
     gpu_share: int = 1
     poll_s: float = 1.0  # wait between looks when every study is busy
@@ -76,6 +77,7 @@ class Worker:
         self.executors = load_executors()
         self.device = "cpu"
         self.lease: leases.Lease | None = None
+        self.idle_gpu: leases.Gpu | None = None  # the leased GPU given back while nothing could be claimed
         self.running: ClaimedItem | None = None  # beaten by the heartbeat thread while set
         self.steps = 0  # the running attempt's progress counter
         self.lost = threading.Event()  # the running attempt was reaped while it ran
@@ -94,6 +96,10 @@ class Worker:
     @property
     def synthetic_stall(self) -> bool:
         return self.options.synthetic_stall
+
+    @property
+    def synthetic_epochs(self) -> int:
+        return self.options.synthetic_epochs
 
     @property
     def engine(self) -> sa.Engine:
@@ -184,6 +190,12 @@ class Worker:
             if self.options.max_trials is not None and self.done_trials >= self.options.max_trials:
                 log.info("finished %d trials (--max-trials)", self.done_trials)
                 break
+            if not self.hold_device(kinds):
+                if self.all_done(kinds):
+                    self.settle()
+                    break
+                self.stop.wait(self.options.poll_s)
+                continue
             claimed = with_reconnect(
                 lambda: claims.claim_next(self.engine, self.storage, self.entries, self.who(), kinds), "claim a trial"
             )
@@ -192,9 +204,9 @@ class Worker:
                 continue
             if claimed is None:
                 if self.all_done(kinds):
-                    with_reconnect(self.reap, "settle Optuna with the ledger")  # leave nothing half-done behind
-                    log.info("every selected study has met its target")
+                    self.settle()
                     break
+                self.give_back_device()
                 if not idle_logged:
                     log.info("nothing to claim now; waiting for running trials elsewhere to finish or be reaped")
                     idle_logged = True
@@ -215,6 +227,10 @@ class Worker:
 
         return with_reconnect(read, "read progress")
 
+    def settle(self) -> None:
+        with_reconnect(self.reap, "settle Optuna with the ledger")  # leave nothing half-done behind
+        log.info("every selected study has met its target")
+
     def reap(self) -> None:
         """Fail and retry overdue attempts (this worker's own included: a hung trial is timed out too)."""
         reaped = reaper.reap(self.engine, self.storage, self.entries, self.options.liveness)
@@ -222,6 +238,39 @@ class Worker:
             log.warning("reaped %d attempt(s)", reaped)
 
     # ---------------------------------------------------------------- heartbeats and devices
+
+    def give_back_device(self) -> None:
+        """Nothing to claim now (the rest runs elsewhere, e.g. after a pruned trial): free the leased GPU
+        at once for other workers. A GPU bound by a scheduler is the scheduler's and is kept."""
+        lease = self.lease
+        if lease is None or leases.bound_by_scheduler():
+            return
+        self.lease, self.idle_gpu = None, lease.gpu
+        with_reconnect(lambda: leases.release(self.engine, lease), "give the GPU lease back")
+        log.info("nothing to claim: gave %s back", lease.describe())
+
+    def hold_device(self, kinds: list[str]) -> bool:
+        """True when this worker may claim. One that gave its GPU back takes the same one again (CUDA
+        already points at it) once an item waits; False while none waits or the GPU is leased out."""
+        gpu = self.idle_gpu
+        if gpu is None:
+            return True
+
+        def waiting() -> bool:
+            with self.engine.connect() as conn:
+                return any(p.has_room for p in claims.read_progress(conn, [e.name for e in self.entries], kinds).values())
+
+        if not with_reconnect(waiting, "read progress"):
+            return False
+        ttl = self.options.liveness.grace_period
+        lease = with_reconnect(
+            lambda: leases.acquire(self.engine, [gpu], self.options.worker_id, share=self.options.gpu_share, ttl_s=ttl), "lease the GPU again"
+        )
+        if lease is None:
+            return False
+        self.lease, self.idle_gpu = lease, None
+        log.info("leased %s again", lease.describe())
+        return True
 
     def beat(self) -> None:
         item = self.running
@@ -234,8 +283,9 @@ class Worker:
             if not self.lost.is_set():
                 log.warning("trial %s was reaped while it ran (see trial_results.reason); stopping it", item.label)
             self.lost.set()
-        if self.lease is not None and not leases.refresh(self.engine, self.lease, ttl_s=self.options.liveness.grace_period):
-            log.error("GPU lease %s was lost (expired and taken by another worker)", self.lease.describe())
+        lease = self.lease  # read once: the main thread may give it back meanwhile
+        if lease is not None and not leases.refresh(self.engine, lease, ttl_s=self.options.liveness.grace_period) and self.lease is lease:
+            log.error("GPU lease %s was lost (expired and taken by another worker)", lease.describe())
 
     def heartbeat_loop(self) -> None:
         """Every heartbeat interval: beat (first: after an outage our own attempt is re-asserted
@@ -342,6 +392,9 @@ class Worker:
     def report(self, item: ClaimedItem, outcome: Outcome) -> None:
         """Finish the attempt in the ledger (with its record), then tell Optuna the same."""
         state, reason, retry = outcome.state, outcome.reason, False
+        values = outcomes.objective_values(item.study.spec, outcome.value, outcome.details) if state == "COMPLETE" else outcome.value
+        if isinstance(values, list):  # kept with the record, so the reaper can tell Optuna the same
+            outcome.details["objective_values"] = values
         if state == "STOPPED":
             state, retry = "FAIL", item.attempt <= self.options.liveness.max_retry
         if state == "COMPLETE" and (outcome.value is None or outcome.value != outcome.value):
@@ -353,7 +406,7 @@ class Worker:
             log.warning("trial %s: late result (%s) of an attempt already reaped; kept as such, not counted", item.label, outcome.state)
             return
         assert row is not None and self.storage is not None
-        outcomes.tell_optuna(self.storage, item.optuna_study, row, state, outcome.value, item.trial)
+        outcomes.tell_optuna(self.storage, item.optuna_study, row, state, values if state == "COMPLETE" else outcome.value, item.trial)
         shown = f" {item.study.spec.objective.metric}={outcome.value:.4f}" if outcome.value is not None and state == "COMPLETE" else ""
         note = f" ({reason})" if reason else ""
         log.info("trial %s %s%s%s%s", item.label, state, shown, note, "; re-queued" if retry else "")

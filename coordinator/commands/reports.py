@@ -10,6 +10,7 @@ from rich.console import Console
 
 from coordinator.commands.kit import OutputFormat, open_engine
 from coordinator.errors import UserError
+from coordinator.reports.front import front_table, study_fronts
 from coordinator.reports.html import write_report
 from coordinator.reports.queries import leaderboard, study_progress, view_columns
 from coordinator.reports.terminal import leaderboard_csv, leaderboard_json, leaderboard_table, status_summary, status_table
@@ -62,6 +63,7 @@ def leaderboard_command(ctx: typer.Context, format: FormatOption = OutputFormat.
     try:
         rows = select_dataset_rows(leaderboard(engine, studies), dataset, explicit_studies=studies is not None)
         columns = view_columns(engine, "leaderboard")
+        fronts = study_fronts(engine, {r["study_name"] for r in rows})
     finally:
         engine.dispose()
     if format == OutputFormat.csv:
@@ -70,6 +72,8 @@ def leaderboard_command(ctx: typer.Context, format: FormatOption = OutputFormat.
         typer.echo(leaderboard_json(rows))
     elif rows:
         console().print(leaderboard_table(rows))
+        for shown in fronts:  # multi-objective studies: the whole front, not only the best first objective
+            console().print(front_table(shown))
     else:
         typer.echo("no COMPLETE trial yet")
 
