@@ -7,16 +7,14 @@ fixed by their parameters through the same epoch reports, pruner and ledger as t
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
-import time
 
 import pytest
 import sqlalchemy as sa
 
 from coordinator.lifecycle import claims, ledger, optuna_adapter, outcomes
 from coordinator.lifecycle.settings import Liveness
-from tests.acceptance.test_worker import assert_targets_met_exactly, fake_gpus
+from tests.acceptance.test_worker import assert_targets_met_exactly, fake_gpus, race
 from tests.service_helpers import create, make_dataset, rows, scalar, state_counts, wait_for
 from worker import leases
 from worker.loop import Worker, WorkerOptions
@@ -25,26 +23,12 @@ TARGET = 16
 EPOCHS = 4
 
 
-def race_worker(url: str, worker_id: str, start_at: float) -> None:
-    """A worker process (forked: no interpreter start-up) that begins claiming at `start_at`."""
-    time.sleep(max(0.0, start_at - time.time()))
-    options = WorkerOptions(url=url, worker_id=worker_id, synthetic=0.0, synthetic_epochs=EPOCHS, liveness=Liveness(1, 20, 2), poll_s=0.1)
-    raise SystemExit(Worker(options).run())
-
-
 @pytest.mark.slow
 def test_asha_and_hyperband_prune_under_racing_workers(engine: sa.Engine, initialised_db: str) -> None:
     make_dataset(initialised_db)
     for kind in ("asha", "hyperband"):
         create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1,), trials=TARGET, pruner=kind, suffix=kind)
-    context = multiprocessing.get_context("fork")
-    start_at = time.time() + 1.5
-    procs = [context.Process(target=race_worker, args=(initialised_db, f"r{i}", start_at)) for i in range(6)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=180)
-    assert [p.exitcode for p in procs] == [0] * 6
+    assert race(initialised_db, 6, synthetic_epochs=EPOCHS, timeout=180) == [0] * 6
 
     assert_targets_met_exactly(engine)
     counts = state_counts(engine)
