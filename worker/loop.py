@@ -11,7 +11,9 @@ up to the retry limit), this worker's own included. SIGTERM or SIGINT stops the 
 with reason "worker stopped", re-queued for another worker, and the process exits 0. An attempt
 reaped while it ran (its heartbeat says so) is stopped too, and whatever it reports afterwards is
 kept as a late result. A dropped or restarting database is survived by backing off and retrying
-every database step (coordinator.lifecycle.reconnect).
+every database step (coordinator.lifecycle.reconnect). A worker that finds nothing to claim while
+other items still run elsewhere (after a pruned trial, say) gives its leased GPU back at once and
+leases the same one again when an item waits.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Training reports every optimizer step to the worker's progress counter (the stall detector) and
 every epoch to trial_epochs, the log and Optuna's pruner. `worker --synthetic S` sleeps S seconds
-instead (in `--synthetic-epochs` epochs, each reported like a trained one), ticking the counter ten times a second (`--synthetic-stall`: never ticking, to exercise the
-stall detector), and never imports torch.
+instead (in `--synthetic-epochs` epochs, each reported like a trained one), ticking the counter ten
+times a second (`--synthetic-stall`: never ticking, to exercise the stall detector), and never
+imports torch.
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def synthetic(context: WorkerContext, item: ClaimedItem, details: dict[str, Any]
     for number in range(1, epochs + 1):
         started = time.monotonic()
         steps = synthetic_sleep(context, float(context.synthetic or 0.0) / epochs, steps)
-        # Rises with the epoch towards the trial's own level: trials keep their order at every epoch.
-        grown = score * (1 - 0.5**number)
+        # Rises with the epoch to the trial's own level at the last (as with one epoch): trials keep
+        # their order at every epoch.
+        grown = score * (1 - 0.5**number) / (1 - 0.5**epochs)
         metrics = {"val_auc": 0.5 + 0.2 * grown, "val_loss": 0.7 - 0.1 * grown}
         on_epoch(SyntheticEpoch(number, metrics["val_loss"], metrics["val_loss"], metrics["val_auc"], details.get("learning_rate"), time.monotonic() - started))
     spec = item.study.spec
