@@ -22,6 +22,7 @@ from coordinator.lifecycle import optuna_adapter, outcomes
 from coordinator.lifecycle.claims import ClaimedItem
 from coordinator.lifecycle.ledger import SEARCH
 from coordinator.lifecycle.reconnect import with_reconnect
+from coordinator.studies.search_space import SearchSpace
 from worker.executors import Outcome, WorkerContext, register
 
 log = logging.getLogger("scalesweep")
@@ -34,8 +35,6 @@ class Stopped(Exception):
 @register(SEARCH)
 def run_search(context: WorkerContext, item: ClaimedItem) -> Outcome:
     """Build and train the sampled trial; every way it can end becomes an Outcome."""
-    from coordinator.studies.search_space import SearchSpace
-
     spec = item.study.spec
     config = item.config
     space = SearchSpace.from_dict(spec.search_space)
@@ -56,19 +55,18 @@ def run_search(context: WorkerContext, item: ClaimedItem) -> Outcome:
 
 
 def train(context: WorkerContext, item: ClaimedItem, samples: Any, details: dict[str, Any]) -> Outcome:
-    from worker.train import TrialFailed, TrialInterrupted, train
+    from worker.train import TrainOptions, TrialFailed, TrialInterrupted, train
 
     spec = item.study.spec
     try:
-        result = train(
-            item.config,
-            samples,
+        options = TrainOptions(
             device=context.device,
             objective=spec.objective.metric,
             on_epoch=epoch_reporter(context, item),
             on_step=context.progress,
             should_stop=context.should_stop,
         )
+        result = train(item.config, samples, options)
     except TrialFailed as exc:
         return Outcome("FAIL", reason=str(exc), details=details)
     except TrialInterrupted:

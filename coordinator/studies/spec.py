@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
+
 OBJECTIVES = {"val_auc": "maximize", "val_loss": "minimize"}
 # Further objectives of a multi-objective study (`--objectives val_auc,n_params`), each a cost:
 # the exact parameter count, or the training seconds per epoch.
@@ -95,8 +97,6 @@ class PrunerSpec:
 
     def make(self) -> Any:
         """The Optuna pruner; every worker builds the same one from the spec."""
-        import optuna
-
         if self.kind == "none":
             return optuna.pruners.NopPruner()
         if self.kind == "median":
@@ -243,8 +243,6 @@ class StudySpec:
 
 def tpe_sampler(seed: int) -> Any:
     """The sampler of every study (kind "tpe"); benchmarks build their peers with it too."""
-    import optuna
-
     # constant_liar: running trials count as pessimistic results, so parallel workers spread out.
     # group=True lets multivariate TPE model the conditional architecture choices (d_model, then the
     # ratio and depth lists of that width) jointly instead of falling back to independent sampling.
