@@ -87,6 +87,12 @@ bench-full: venv
 	$(PY) bench/views.py
 	$(PY) bench/coordination.py --big --private-server
 
+# The pruners side by side (none, median, asha, hyperband) over 5 sampler seeds on real SPY (else the
+# synthetic series), in process CPU-seconds, with the projection to H100 hours; ~25 min on 2 shared cores.
+.PHONY: bench-search
+bench-search: venv
+	nice $(PY) bench/search_efficiency.py --out bench-results
+
 clean:
 	rm -rf $(VENV) .lock-venv .pytest_cache *.egg-info
 

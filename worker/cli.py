@@ -28,6 +28,7 @@ def work(
     device: Annotated[Device, typer.Option("--device", help="auto: a leased GPU when one is visible, else the CPU.")] = Device.auto,
     worker_id: Annotated[Optional[str], typer.Option("--worker-id", help="Name stored on every trial; default HOST-PID.")] = None,
     synthetic: Annotated[Optional[float], typer.Option("--synthetic", min=0.0, help="Sleep this many seconds instead of training (tests, benchmarks).")] = None,
+    synthetic_epochs: Annotated[int, typer.Option("--synthetic-epochs", min=1, help="Epochs of a synthetic trial, each reported to the study's pruner.")] = 1,
     synthetic_stall: Annotated[bool, typer.Option("--synthetic-stall", hidden=True, help="Synthetic trials never advance their step counter (tests the stall detector).")] = False,
     heartbeat_interval: Annotated[Optional[int], typer.Option("--heartbeat-interval", min=1, help="Seconds between heartbeats; default $SCALESWEEP_HEARTBEAT_S or 5.")] = None,
     grace_period: Annotated[Optional[int], typer.Option("--grace-period", min=2, help="Seconds without heartbeat before a trial is failed and retried; default $SCALESWEEP_GRACE_S or 60.")] = None,
@@ -45,6 +46,7 @@ def work(
         worker_id=name,
         synthetic=synthetic,
         synthetic_stall=synthetic_stall,
+        synthetic_epochs=synthetic_epochs,
         liveness=Liveness.from_env(heartbeat_interval, grace_period, max_retry),
         gpu_share=leases.gpu_share(gpu_share),
     )

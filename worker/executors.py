@@ -38,6 +38,7 @@ class WorkerContext(Protocol):
     device: str  # cpu | cuda | synthetic
     synthetic: float | None  # seconds per item in `worker --synthetic`, else None
     synthetic_stall: bool  # `worker --synthetic-stall`: synthetic items never advance (tests the stall detector)
+    synthetic_epochs: int  # `worker --synthetic-epochs`: epochs a synthetic search trial reports to the pruner
 
     def should_stop(self) -> bool: ...
 

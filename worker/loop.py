@@ -11,7 +11,9 @@ up to the retry limit), this worker's own included. SIGTERM or SIGINT stops the 
 with reason "worker stopped", re-queued for another worker, and the process exits 0. An attempt
 reaped while it ran (its heartbeat says so) is stopped too, and whatever it reports afterwards is
 kept as a late result. A dropped or restarting database is survived by backing off and retrying
-every database step (coordinator.lifecycle.reconnect).
+every database step (coordinator.lifecycle.reconnect). A worker that finds nothing to claim while
+other items still run elsewhere (after a pruned trial, say) gives its leased GPU back at once and
+leases the same one again when an item waits.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class WorkerOptions:
     worker_id: str = field(default_factory=lambda: default_worker_id())
     synthetic: float | None = None  # seconds per trial instead of training
     synthetic_stall: bool = False  # synthetic trials never advance their step counter
+    synthetic_epochs: int = 1  # epochs of a synthetic trial, each reported to the study's pruner
     liveness: Liveness = field(default_factory=Liveness)
     gpu_share: int = 1
     poll_s: float = 1.0  # wait between looks when every study is busy
@@ -81,6 +84,7 @@ class Worker:
         self.executors = dict(EXECUTORS)
         self.device = "cpu"
         self.lease: leases.Lease | None = None
+        self.idle_gpu: leases.Gpu | None = None  # the leased GPU given back while nothing could be claimed
         self.running: ClaimedItem | None = None  # beaten by the heartbeat thread while set
         self.guard_readers = True  # end read-only sessions past their limits (see enforce_reader_limits)
         self.claiming = False  # the main thread is claiming: what it claimed may have committed already
@@ -102,6 +106,10 @@ class Worker:
     @property
     def synthetic_stall(self) -> bool:
         return self.options.synthetic_stall
+
+    @property
+    def synthetic_epochs(self) -> int:
+        return self.options.synthetic_epochs
 
     @property
     def engine(self) -> sa.Engine:
@@ -200,15 +208,21 @@ class Worker:
             if self.options.max_trials is not None and self.done_trials >= self.options.max_trials:
                 log.info("finished %d trials (--max-trials)", self.done_trials)
                 break
+            if not self.hold_device(kinds):
+                if self.all_done(kinds):
+                    self.settle()
+                    break
+                self.stop.wait(self.options.poll_s)
+                continue
             claimed = self.claim(kinds)
             if claimed is BUSY:
                 self.stop.wait(BUSY_WAIT_S)
                 continue
             if claimed is None:
                 if self.all_done(kinds):
-                    with_reconnect(self.reap, "settle Optuna with the ledger")  # leave nothing half-done behind
-                    log.info("every selected study has met its target")
+                    self.settle()
                     break
+                self.give_back_device()
                 if not idle_logged:
                     log.info("nothing to claim now; waiting for running trials elsewhere to finish or be reaped")
                     idle_logged = True
@@ -245,6 +259,10 @@ class Worker:
 
         return with_reconnect(read, "read progress")
 
+    def settle(self) -> None:
+        with_reconnect(self.reap, "settle Optuna with the ledger")  # leave nothing half-done behind
+        log.info("every selected study has met its target")
+
     def reap(self) -> None:
         """Fail and retry overdue attempts (this worker's own included: a hung trial is timed out too)."""
         reaped = reaper.reap(self.engine, self.storage, self.entries, self.options.liveness)
@@ -264,6 +282,39 @@ class Worker:
 
     # ---------------------------------------------------------------- heartbeats and devices
 
+    def give_back_device(self) -> None:
+        """Nothing to claim now (the rest runs elsewhere, e.g. after a pruned trial): free the leased GPU
+        at once for other workers. A GPU bound by a scheduler is the scheduler's and is kept."""
+        lease = self.lease
+        if lease is None or leases.bound_by_scheduler():
+            return
+        self.lease, self.idle_gpu = None, lease.gpu
+        with_reconnect(lambda: leases.release(self.engine, lease), "give the GPU lease back")
+        log.info("nothing to claim: gave %s back", lease.describe())
+
+    def hold_device(self, kinds: list[str]) -> bool:
+        """True when this worker may claim. One that gave its GPU back takes the same one again (CUDA
+        already points at it) once an item waits; False while none waits or the GPU is leased out."""
+        gpu = self.idle_gpu
+        if gpu is None:
+            return True
+
+        def waiting() -> bool:
+            with self.engine.connect() as conn:
+                return any(p.has_room for p in claims.read_progress(conn, [e.name for e in self.entries], kinds).values())
+
+        if not with_reconnect(waiting, "read progress"):
+            return False
+        ttl = self.options.liveness.grace_period
+        lease = with_reconnect(
+            lambda: leases.acquire(self.engine, [gpu], self.options.worker_id, share=self.options.gpu_share, ttl_s=ttl), "lease the GPU again"
+        )
+        if lease is None:
+            return False
+        self.lease, self.idle_gpu = lease, None
+        log.info("leased %s again", lease.describe())
+        return True
+
     def beat(self) -> None:
         """Beat for the running attempt (or, idle, ask the database the time: either way a round trip
         that tells the heartbeat loop the database answers)."""
@@ -281,8 +332,9 @@ class Worker:
             if not self.lost.is_set():
                 log.warning("trial %s was reaped while it ran (see trial_results.reason); stopping it", item.label)
             self.lost.set()
-        if self.lease is not None and not leases.refresh(self.engine, self.lease, ttl_s=self.options.liveness.grace_period):
-            log.error("GPU lease %s was lost (expired and taken by another worker)", self.lease.describe())
+        lease = self.lease  # read once: the main thread may give it back meanwhile
+        if lease is not None and not leases.refresh(self.engine, lease, ttl_s=self.options.liveness.grace_period) and self.lease is lease:
+            log.error("GPU lease %s was lost (expired and taken by another worker)", lease.describe())
 
     def heartbeat_loop(self) -> None:
         """Every heartbeat interval: beat (first: after an outage our own attempt is re-asserted
@@ -401,6 +453,9 @@ class Worker:
         """Finish the attempt in the ledger (with its record), then tell Optuna the same: two steps,
         each retried on its own after a lost connection (the first is never repeated once committed)."""
         state, reason, retry = outcome.state, outcome.reason, False
+        values = outcomes.objective_values(item.study.spec, outcome.value, outcome.details) if state == "COMPLETE" else outcome.value
+        if isinstance(values, list):  # kept with the record, so the reaper can tell Optuna the same
+            outcome.details["objective_values"] = values
         if state == "STOPPED":
             state = "FAIL"
             retry, reason = outcomes.retry_or_give_up(reason, item.attempt, self.options.liveness.max_retry)
@@ -416,7 +471,8 @@ class Worker:
             return
         assert row is not None and self.storage is not None
         storage = self.storage
-        with_reconnect(lambda: outcomes.tell_optuna(storage, item.optuna_study, row, state, outcome.value, item.trial), f"tell Optuna trial {item.label}")
+        told = values if state == "COMPLETE" else outcome.value
+        with_reconnect(lambda: outcomes.tell_optuna(storage, item.optuna_study, row, state, told, item.trial), f"tell Optuna trial {item.label}")
         shown = f" {item.study.spec.objective.metric}={outcome.value:.4f}" if outcome.value is not None and state == "COMPLETE" else ""
         note = f" ({reason})" if reason else ""
         log.info("trial %s %s%s%s%s", item.label, state, shown, note, "; re-queued" if retry else "")

@@ -2,8 +2,9 @@
 
 Training reports every optimizer step to the worker's progress counter (the stall detector) and
 every epoch to trial_epochs, the log and Optuna's pruner. `worker --synthetic S` sleeps S seconds
-instead, ticking the counter ten times a second (`--synthetic-stall`: never ticking, to exercise the
-stall detector), and never imports torch.
+instead (in `--synthetic-epochs` epochs, each reported like a trained one), ticking the counter ten
+times a second (`--synthetic-stall`: never ticking, to exercise the stall detector), and never
+imports torch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from coordinator.errors import UserError
@@ -91,10 +92,12 @@ def train(context: WorkerContext, item: ClaimedItem, samples: Any, details: dict
     return Outcome("COMPLETE", value=result.objective_value, details=details)
 
 
-def epoch_reporter(context: WorkerContext, item: ClaimedItem) -> Callable[[Any], None]:
-    """After each epoch: a trial_epochs row, one log line, the intermediate value for the pruner."""
+def epoch_reporter(context: WorkerContext, item: ClaimedItem, last_epoch: int | None = None) -> Callable[[Any], None]:
+    """After each epoch: a trial_epochs row, one log line, the best objective so far for the pruner
+    (never asked after `last_epoch`, by default the schedule's max epochs)."""
     spec = item.study.spec
     metric = spec.objective.metric
+    reports = optuna_adapter.EpochReports(item.trial, spec.objective.direction, last_epoch or item.config.max_epochs)
 
     def on_epoch(epoch: Any) -> None:
         values = asdict(epoch)
@@ -106,34 +109,58 @@ def epoch_reporter(context: WorkerContext, item: ClaimedItem) -> Callable[[Any],
         value = values[metric]
         if value is None or value != value:  # NaN: nothing to compare; the trainer decides FAIL/PRUNED
             return
-        if with_reconnect(lambda: optuna_adapter.report(item.trial, value, epoch.epoch), "report an epoch"):
-            raise optuna_adapter.TrialPruned(f"{spec.pruner.kind} pruner at epoch {epoch.epoch}: {metric} {value:.4f}")
+        if spec.extra_objectives:  # Optuna takes no intermediate values of multi-objective trials
+            return
+        if with_reconnect(lambda: reports.epoch(value, epoch.epoch), "report an epoch"):
+            raise optuna_adapter.TrialPruned(f"{spec.pruner.kind} pruner at epoch {epoch.epoch}: best {metric} so far {reports.best:.4f}")
 
     return on_epoch
 
 
 def synthetic(context: WorkerContext, item: ClaimedItem, details: dict[str, Any]) -> Outcome:
-    """Sleep instead of training, then a deterministic pseudo-objective: same claim/beat/report path."""
-    seconds = float(context.synthetic or 0.0)
-    stall = context.synthetic_stall
-    started = time.monotonic()
+    """Sleep instead of training, epoch by epoch, with a deterministic pseudo-objective: the same
+    claim/beat/report path, and the study's pruner sees every epoch (`worker --synthetic-epochs N`)."""
+    epochs = max(1, context.synthetic_epochs)
+    digest = hashlib.sha256(json.dumps(item.trial.params, sort_keys=True).encode()).digest()
+    score = int.from_bytes(digest[:4], "big") / 2**32  # in [0, 1), fixed by the params
+    on_epoch = epoch_reporter(context, item, last_epoch=epochs)
     steps = 0
+    started_trial = time.monotonic()
+    for number in range(1, epochs + 1):
+        started = time.monotonic()
+        steps = synthetic_sleep(context, float(context.synthetic or 0.0) / epochs, steps)
+        # Rises with the epoch to the trial's own level at the last (as with one epoch): trials keep
+        # their order at every epoch.
+        grown = score * (1 - 0.5**number) / (1 - 0.5**epochs)
+        metrics = {"val_auc": 0.5 + 0.2 * grown, "val_loss": 0.7 - 0.1 * grown}
+        on_epoch(SyntheticEpoch(number, metrics["val_loss"], metrics["val_loss"], metrics["val_auc"], details.get("learning_rate"), time.monotonic() - started))
+    spec = item.study.spec
+    details.update(metrics, epochs_run=epochs, best_epoch=epochs, device="synthetic", duration_s=time.monotonic() - started_trial)
+    return Outcome("COMPLETE", value=metrics[spec.objective.metric], details=details)
+
+
+@dataclass
+class SyntheticEpoch:
+    """The fields of worker.train.EpochMetrics (that module imports torch, which synthetic workers never do)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_auc: float
+    learning_rate: float | None
+    seconds: float
+
+
+def synthetic_sleep(context: WorkerContext, seconds: float, steps: int) -> int:
+    """Sleep `seconds`, ticking the progress counter ten times a second (unless stalling); returns the count."""
+    started = time.monotonic()
     while time.monotonic() - started < seconds:
         if context.should_stop():
             raise Stopped
         time.sleep(min(0.1, max(0.0, seconds - (time.monotonic() - started))))
-        if not stall:
+        if not context.synthetic_stall:
             steps += 1
             context.progress(steps)
     if context.should_stop():
         raise Stopped
-    spec = item.study.spec
-    digest = hashlib.sha256(json.dumps(item.trial.params, sort_keys=True).encode()).digest()
-    score = int.from_bytes(digest[:4], "big") / 2**32  # in [0, 1), fixed by the params
-    metrics = {"val_auc": 0.5 + 0.2 * score, "val_loss": 0.7 - 0.1 * score}
-    epoch = {"epoch": 1, "train_loss": metrics["val_loss"], "learning_rate": details.get("learning_rate"),
-             "seconds": time.monotonic() - started, **metrics}
-    with_reconnect(lambda: outcomes.write_epoch(context.engine, item.trial_id, epoch), "record an epoch")
-    log.info("trial %s epoch 1: train loss %.4f, val AUC %.4f, %.1f s/epoch (synthetic)", item.label, epoch["train_loss"], metrics["val_auc"], epoch["seconds"])
-    details.update(metrics, epochs_run=1, best_epoch=1, device="synthetic", duration_s=time.monotonic() - started)
-    return Outcome("COMPLETE", value=metrics[spec.objective.metric], details=details)
+    return steps

@@ -10,6 +10,7 @@ import typer
 
 from coordinator.commands.kit import OutputFormat, open_engine, path_option
 from coordinator.errors import UserError
+from coordinator.reports.front import StudyFront, front_table, study_fronts
 from coordinator.reports.html import write_report
 from coordinator.reports.queries import leaderboard, study_progress, view_columns
 from coordinator.reports.columns import terminal_console
@@ -50,6 +51,8 @@ def leaderboard_command(ctx: typer.Context, format: FormatOption = OutputFormat.
         return
     if rows:
         terminal_console().print(leaderboard_table(rows))
+        for shown in read_fronts(ctx, {r["study_name"] for r in rows}):  # multi-objective studies: the whole front
+            terminal_console().print(front_table(shown))
     else:
         typer.echo("no COMPLETE trial yet")
 
@@ -79,6 +82,14 @@ def echo_for_programs(rows: list[dict[str, Any]], columns: list[str], format: Ou
         typer.echo(leaderboard_json(rows))
         return True
     return False
+
+
+def read_fronts(ctx: typer.Context, names: set[str]) -> list[StudyFront]:
+    engine = open_engine(ctx)
+    try:
+        return study_fronts(engine, names)
+    finally:
+        engine.dispose()
 
 
 def report_command(

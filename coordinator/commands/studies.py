@@ -24,7 +24,15 @@ from coordinator.lifecycle.settings import ENV_HEARTBEAT, Liveness, env_int
 from coordinator.store import engines, roles
 from coordinator.studies.globs import split_globs
 from coordinator.studies.planning import MatrixRequest, PlannedStudy, plan_studies
-from coordinator.studies.presets import MAX_TRIALS, ObjectiveName, PresetName, PrunerName, preset_named, preset_search_space
+from coordinator.studies.presets import (
+    MAX_TRIALS,
+    WARM_START_TOP,
+    ObjectiveName,
+    PresetName,
+    PrunerName,
+    preset_named,
+    preset_search_space,
+)
 from coordinator.studies.search_space import CPU_BUDGETS, DEFAULT_BUDGETS, budget_label, feasible_architectures, parse_budget
 
 
@@ -53,7 +61,7 @@ def print_plan(plans: list[PlannedStudy]) -> None:
             s.budget.label,
             str(s.horizon),
             str(p.n_feasible),
-            str(len(p.extremes)),
+            str(len(p.fixed_params)),
             str(s.target_trials),
             str(p.samples["val"]),
             f"{p.val_positive_rate:.1%}",
@@ -61,9 +69,11 @@ def print_plan(plans: list[PlannedStudy]) -> None:
         )
     Console(width=max(Console().width, 120)).print(table)
     splits = ", ".join(f"{name} {start}..{end}" for name, (start, end) in first.splits.items())
+    warm = f"the {len(first.warm_start.trials)} best of '{first.warm_start.source}' and " if first.warm_start else ""
+    objectives = ", ".join(f"{o.metric} ({o.direction})" for o in first.objectives)
     typer.echo(
-        f"archs: feasible architectures in the budget ±{first.budget.tolerance:.0%}; enqueued: extreme architectures "
-        f"run first.\nobjective {first.objective.metric} ({first.objective.direction}), sampler {first.sampler.kind} "
+        f"archs: feasible architectures in the budget ±{first.budget.tolerance:.0%}; enqueued: {warm}extreme architectures "
+        f"run first.\nobjective {objectives}, sampler {first.sampler.kind} "
         f"seed {first.sampler.seed}, pruner {first.pruner.kind}; splits: {splits}"
     )
 
@@ -98,8 +108,11 @@ def create_studies_command(
     objective: Annotated[ObjectiveName, typer.Option("--objective", help="val_auc (maximised) or val_loss (minimised).")] = ObjectiveName.val_auc,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed (recorded in the spec).")] = 1,
     preset: Annotated[PresetName, typer.Option("--preset", help="default (2M..2B, 50 trials) or smoke (100K/300K on CPU, 3 trials).")] = PresetName.default,
-    pruner: Annotated[Optional[PrunerName], typer.Option("--pruner", help="Default: the preset's.")] = None,
+    pruner: Annotated[Optional[PrunerName], typer.Option("--pruner", help="Epochs are the resource. Default: the preset's (default: asha, smoke: median; none with --objectives).")] = None,
     suffix: Annotated[Optional[str], typer.Option("--suffix", help="Appended to the study names (a second matrix beside the first).")] = None,
+    objectives: Annotated[Optional[str], typer.Option("--objectives", help="Several objectives, e.g. val_auc,n_params (or s_per_epoch): a Pareto front; pruner none.")] = None,
+    warm_start_from: Annotated[Optional[str], typer.Option("--warm-start-from", help="Globs of earlier studies: their best feasible configurations run first.")] = None,
+    top: Annotated[Optional[int], typer.Option("--top", help=f"With --warm-start-from: configurations per study (default {WARM_START_TOP}).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, write nothing.")] = False,
     with_baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Compute missing baselines per horizon.")] = True,
 ) -> None:
@@ -111,10 +124,13 @@ def create_studies_command(
         horizons=parse_horizons(horizons),
         trials=trials,
         objective=objective.value,
+        objectives=split_csv(objectives, "--objectives"),
         seed=seed,
         preset=preset.value,
         pruner=None if pruner is None else pruner.value,
         suffix=suffix,
+        warm_start_from=warm_start_from,
+        warm_start_top=top,
     )
     run_create_studies(url, request, dry_run=dry_run, with_baselines=with_baselines)
 

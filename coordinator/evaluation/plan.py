@@ -25,7 +25,8 @@ from coordinator.evaluation.protocol import EvaluationProtocol
 from coordinator.lifecycle.claims import StudyEntry
 from coordinator.lifecycle.ledger import SEARCH
 from coordinator.store import locks
-from coordinator.store.tables import attempts, evaluation_protocols, evaluation_runs, work_items
+from coordinator.store.tables import attempts, evaluation_protocols, evaluation_runs, trial_records, work_items
+from coordinator.studies import pareto
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ def top_configurations(engine: sa.Engine, entry: StudyEntry, k: int) -> list[dic
                    a.c.value.is_not(None), a.c.params.is_not(None))
             .order_by(order, a.c.trial_number)
         ).all()
+    if entry.spec.extra_objectives:
+        rows = knee_first(engine, entry, rows)
     chosen: list[dict[str, Any]] = []
     seen: set[str] = set()
     for r in rows:
@@ -83,6 +86,26 @@ def top_configurations(engine: sa.Engine, entry: StudyEntry, k: int) -> list[dic
         if len(chosen) == k:
             break
     return chosen
+
+
+def knee_first(engine: sa.Engine, entry: StudyEntry, rows: list[Any]) -> list[Any]:
+    """A multi-objective study's trials in the order its evaluation takes them: the Pareto front's
+    knee, the rest of the front (best first objective first), then every other trial as before."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(trial_records.c.trial_number, trial_records.c.metrics["objective_values"])
+            .where(trial_records.c.study_name == entry.name, trial_records.c.state == "COMPLETE")
+        ).all()
+    values = {number: tuple(float(v) for v in objective_values) for number, objective_values in found if objective_values}
+    points = [pareto.Point(r.trial_number, values[r.trial_number]) for r in rows if r.trial_number in values]
+    if not points:
+        return rows
+    directions = entry.spec.directions
+    order = [p.key for p in pareto.front(points, directions)]
+    order.remove(pareto.knee(points, directions).key)
+    order.insert(0, pareto.knee(points, directions).key)
+    rank = {number: i for i, number in enumerate(order)}
+    return sorted(rows, key=lambda r: rank.get(r.trial_number, len(rank)))  # stable: the rest keep their order
 
 
 def record_protocol(engine: sa.Engine, entry: StudyEntry, protocol: EvaluationProtocol) -> StudyEvaluation:

@@ -12,7 +12,7 @@ No heartbeat or retry API, no writes into Optuna's tables, no private attributes
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -44,7 +44,7 @@ def create_study(storage: Storage, spec: StudySpec) -> optuna.Study:
     plain Optuna clients and optuna-dashboard can show on one line. (Studies made before this kept a
     `spec` attribute with the whole spec; nothing reads it.)
     """
-    study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.objective.direction, load_if_exists=True)
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions, load_if_exists=True)
     for key, value in spec_reference(spec).items():
         study.set_user_attr(key, value)
     return study
@@ -129,17 +129,20 @@ def running_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
     return optuna.Trial(study, trial_id)
 
 
-def tell(study: optuna.Study, number: int | optuna.Trial, state: str, value: float | None) -> bool:
-    """Finish a trial (object or number) in Optuna; False when it was finished already (e.g. by a reaper)."""
+def tell(study: optuna.Study, number: int | optuna.Trial, state: str, value: float | Sequence[float] | None) -> bool:
+    """Finish a trial (object or number) in Optuna; False when it was finished already (e.g. by a reaper).
+
+    `value`: the objective, or one value per objective for a multi-objective study."""
     wanted = FINISHED_STATES[state]
     try:
         told = study.tell(number, value if state == "COMPLETE" else None, state=wanted, skip_if_finished=True)
     except optuna.exceptions.UpdateFinishedTrialError:  # finished by someone else between check and write
         return False
-    return told.state == wanted and (state != "COMPLETE" or told.value == value)
+    values = list(value) if isinstance(value, Sequence) else [value]
+    return told.state == wanted and (state != "COMPLETE" or told.values == values)
 
 
-def tell_by_name(storage: Storage, study_name: str, number: int, state: str, value: float | None) -> bool:
+def tell_by_name(storage: Storage, study_name: str, number: int, state: str, value: float | Sequence[float] | None) -> bool:
     return tell(optuna.load_study(study_name=study_name, storage=storage), number, state, value)
 
 
@@ -153,7 +156,27 @@ def discard_waiting(storage: Storage, study_name: str) -> bool:
     return tell(study, trial.number, "FAIL", None)
 
 
-def report(trial: optuna.Trial, value: float, step: int) -> bool:
-    """Report an intermediate value; True when the pruner says stop."""
+def report(trial: optuna.Trial, value: float, step: int, ask: bool = True) -> bool:
+    """Report an intermediate value; True when the pruner says stop (never asked when `ask` is False)."""
     trial.report(value, step)
-    return trial.should_prune()
+    return ask and trial.should_prune()
+
+
+class EpochReports:
+    """A trial's epochs as its pruner sees them: step = epoch, value = the best objective so far.
+
+    The objective of a trial is its best epoch's, so the best so far is what stopping now would
+    leave; a noisy epoch after a good one does not count against the trial. The pruner is not asked
+    after the schedule's last epoch: nothing is left to save, and a finished trial stays COMPLETE.
+    """
+
+    def __init__(self, trial: optuna.Trial, direction: str, last_epoch: int) -> None:
+        self.trial = trial
+        self.better = max if direction == "maximize" else min
+        self.last_epoch = last_epoch
+        self.best: float | None = None
+
+    def epoch(self, value: float, epoch: int) -> bool:
+        """Report one epoch's objective; True when the pruner stops the trial here."""
+        self.best = value if self.best is None else self.better(self.best, value)
+        return report(self.trial, self.best, epoch, ask=epoch < self.last_epoch)

@@ -81,14 +81,29 @@ def retry_or_give_up(reason: str | None, attempt: int, max_retry: int) -> tuple[
     return False, f"{reason}; {spent}" if reason else spent
 
 
-def tell_optuna(storage: optuna_adapter.Storage, study: Any, row: sa.Row, state: str, value: float | None, trial: Any = None) -> None:
-    """Tell Optuna what the ledger says; an already finished trial is left as it is."""
+def tell_optuna(storage: optuna_adapter.Storage, study: Any, row: sa.Row, state: str, value: float | list[float] | None, trial: Any = None) -> None:
+    """Tell Optuna what the ledger says (one value per objective for a multi-objective study); an
+    already finished trial is left as it is."""
     if row.trial_number is None:
         return
     if study is None:
         optuna_adapter.tell_by_name(storage, row.study_name, row.trial_number, state, value)
     else:
         optuna_adapter.tell(study, trial if trial is not None else row.trial_number, state, value)
+
+
+def objective_values(spec: Any, value: float | None, details: Mapping[str, Any]) -> float | list[float] | None:
+    """What Optuna is told for a COMPLETE trial: the objective, or for a multi-objective study the
+    objective then each further one (parameter count, training seconds per epoch) from its details."""
+    if not spec.extra_objectives or value is None:
+        return value
+    values = [value]
+    for objective in spec.extra_objectives:
+        if objective.metric == "n_params":
+            values.append(float(details["n_params"]))
+        else:  # s_per_epoch
+            values.append(float(details["duration_s"]) / max(1, int(details.get("epochs_run") or 1)))
+    return values
 
 
 def final_record(attempt: sa.Row, state: str, reason: str | None, details: Mapping[str, Any]) -> dict[str, Any]:

@@ -69,5 +69,6 @@ def settle_optuna(engine: sa.Engine, storage: optuna_adapter.Storage, names: lis
                 settled += optuna_adapter.discard_waiting(storage, trial.study_name)
                 continue
             state = trial.attempt_state or "FAIL"
-            settled += optuna_adapter.tell_by_name(storage, trial.study_name, trial.number, state, trial.value)
+            value = trial.objective_values if trial.objective_values is not None else trial.value  # multi-objective: all of them
+            settled += optuna_adapter.tell_by_name(storage, trial.study_name, trial.number, state, value)
     return settled

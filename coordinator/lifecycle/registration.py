@@ -58,7 +58,7 @@ def create_studies(url: str, plans: list[PlannedStudy]) -> list[PlannedStudy]:
                         code_version=spec.code_version,
                     )
                 )
-                ledger.register_search(conn, spec.name, spec.target_trials, plan.extremes)
+                ledger.register_search(conn, spec.name, spec.target_trials, plan.fixed_params)
             created.append(plan)
     finally:
         storage.engine.dispose()

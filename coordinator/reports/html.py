@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from coordinator.errors import UserError
 from coordinator.reports.answer import html_section
 from coordinator.reports.figures import plot_auc_vs_params
+from coordinator.reports.front import front_html, study_fronts
 from coordinator.reports.queries import Row, baselines, completed_trials, leaderboard, study_progress
 from coordinator.reports.terminal import LEADERBOARD_TABLE_COLUMNS, leaderboard_cell
 from coordinator.studies.datasets import ALL, select_dataset_rows
@@ -51,7 +52,8 @@ def write_report(engine: sa.Engine, out_dir: Path, dataset: str | None = None) -
         (out_dir / figure).unlink(missing_ok=True)  # a figure from an earlier run would contradict the page
         figure = None
     answer = html_section(engine, *key, out_dir) if key is not None else ""
-    page = render_html(progress, board, figure, lines, answer)
+    fronts = front_html(study_fronts(engine, {r["study_name"] for r in progress}))  # multi-objective studies
+    page = render_html(progress, board, figure, lines, answer + fronts)
     index = out_dir / "index.html"
     index.write_text(page)
     return index

@@ -1,8 +1,9 @@
 """Planning a study matrix (budgets x horizons) on one dataset version, writing nothing.
 
 Every gate runs here, before anything is written: the dataset version and its hash, the split
-gates for every horizon, a feasible architecture for every budget, and that no existing study of
-the same name has a different spec. coordinator.lifecycle.registration then creates the new ones.
+gates for every horizon, a feasible architecture for every budget, the objectives and the pruner
+(none for a multi-objective study), the warm-start configurations (coordinator.studies.warm_start),
+and that no existing study of the same name has a different spec. coordinator.lifecycle.registration then creates the new ones.
 """
 
 from __future__ import annotations
@@ -21,18 +22,31 @@ from coordinator.data.splits import default_splits
 from coordinator.errors import UserError
 from coordinator.store import tables
 from coordinator.studies.datasets import resolve_dataset
-from coordinator.studies.presets import MAX_HORIZON, MAX_SEED, MAX_TRIALS, PRESETS, search_space
+from coordinator.studies import warm_start
+from coordinator.studies.presets import (
+    MAX_HORIZON,
+    MAX_SEED,
+    MAX_TRIALS,
+    PRESETS,
+    WARM_START_TOP,
+    Preset,
+    schedule_epochs,
+    search_space,
+)
 from coordinator.studies.search_space import budget_label, extreme_params, feasible_architectures, parse_budget
 from coordinator.studies.spec import (
     OBJECTIVES,
     PRUNERS,
+    SECONDARY_OBJECTIVES,
     BudgetSpec,
     DatasetRef,
     LabelSpec,
     LimitsSpec,
     ObjectiveSpec,
+    PrunerSpec,
     SamplerSpec,
     StudySpec,
+    pruner_spec,
     study_name,
 )
 from coordinator.version import code_version
@@ -42,10 +56,16 @@ from coordinator.version import code_version
 class PlannedStudy:
     spec: StudySpec
     n_feasible: int  # grid architectures within the budget's tolerance
-    extremes: list[dict[str, int]]  # architecture params enqueued as the first trials
+    extremes: list[dict[str, int]]  # architecture params enqueued as the first trials (after any warm start)
     samples: dict[str, int]  # split -> number of samples at this horizon
     val_positive_rate: float
     status: str = "new"  # new | unchanged
+
+    @property
+    def fixed_params(self) -> list[dict[str, Any]]:
+        """The parameters of the first slots: the warm-start configurations, then the extremes."""
+        warm = [dict(t["params"]) for t in self.spec.warm_start.trials] if self.spec.warm_start else []
+        return (warm + list(self.extremes))[: self.spec.target_trials]
 
 
 @dataclass(frozen=True)
@@ -55,23 +75,40 @@ class MatrixRequest:
     horizons: tuple[int, ...] | None = None
     trials: int | None = None
     objective: str = "val_auc"
+    objectives: tuple[str, ...] | None = None  # several: a multi-objective study (`--objectives val_auc,n_params`)
     seed: int = 1
     preset: str = "default"
     pruner: str | None = None
     suffix: str | None = None  # appended to every study name, for a second matrix beside the first
     limits: LimitsSpec = LimitsSpec()  # stall timeout and wall-clock limit of every attempt
+    warm_start_from: str | None = None  # globs of earlier studies whose best configurations go first
+    warm_start_top: int | None = None  # how many of them per study (default WARM_START_TOP)
 
 
-def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy]:
-    """Build every study's spec and run every gate; writes nothing. Raises UserError on a gate."""
+@dataclass(frozen=True)
+class Settings:
+    """A request's values, checked, with the preset's defaults filled in."""
+
+    preset: Preset
+    objective: ObjectiveSpec
+    extra_objectives: list[ObjectiveSpec]
+    pruner: PrunerSpec
+    trials: int
+    budgets: tuple[int, ...]
+    horizons: tuple[int, ...]
+
+
+def check_request(request: MatrixRequest) -> Settings:
+    """Every flag range-checked before anything is read or written; UserError on the first bad one."""
     if request.preset not in PRESETS:
         raise UserError(f"unknown preset '{request.preset}'; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[request.preset]
-    if request.objective not in OBJECTIVES:
-        raise UserError(f"unknown objective '{request.objective}'; choose one of {', '.join(OBJECTIVES)}")
-    pruner = preset.pruner if request.pruner is None else dataclasses.replace(preset.pruner, kind=request.pruner)
-    if pruner.kind not in PRUNERS:
-        raise UserError(f"unknown pruner '{pruner.kind}'; choose one of {', '.join(PRUNERS)}")
+    objective, extra = check_objectives(request)
+    kind = ("none" if extra else preset.pruner) if request.pruner is None else request.pruner
+    if kind not in PRUNERS:
+        raise UserError(f"unknown pruner '{kind}'; choose one of {', '.join(PRUNERS)}")
+    if extra and kind != "none":
+        raise UserError(f"--pruner {kind} does not apply to multi-objective studies (Optuna prunes on one objective); use --pruner none")
     trials = preset.trials if request.trials is None else request.trials
     if not 1 <= trials <= MAX_TRIALS:
         raise UserError(f"--trials must be between 1 and {MAX_TRIALS:,}, got {trials:,}")
@@ -86,18 +123,43 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
     bad = [h for h in horizons if not 1 <= h <= MAX_HORIZON]
     if bad:
         raise UserError(f"horizons must be between 1 and {MAX_HORIZON} trading days, got {', '.join(map(str, bad))}")
+    if request.warm_start_from is None and request.warm_start_top is not None:
+        raise UserError("--top needs --warm-start-from")
+    return Settings(preset, objective, extra, pruner_spec(kind, schedule_epochs(preset)), trials, budgets, horizons)
 
+
+def check_objectives(request: MatrixRequest) -> tuple[ObjectiveSpec, list[ObjectiveSpec]]:
+    """The study's objective and any further ones (`--objectives val_auc,n_params`); UserError for bad names."""
+    names = request.objectives or (request.objective,)
+    first, rest = names[0], names[1:]
+    if first not in OBJECTIVES:
+        raise UserError(f"unknown objective '{first}': the first objective is one of {', '.join(OBJECTIVES)}")
+    if request.objectives and request.objective not in (first, "val_auc"):
+        raise UserError(f"--objective {request.objective} and --objectives {','.join(names)} disagree: give one of them")
+    bad = [name for name in rest if name not in SECONDARY_OBJECTIVES]
+    if bad:
+        raise UserError(f"unknown objective '{bad[0]}' after the first; choose from {', '.join(SECONDARY_OBJECTIVES)}")
+    if len(set(rest)) != len(rest):
+        raise UserError(f"--objectives lists an objective twice: {','.join(names)}")
+    return ObjectiveSpec(first, OBJECTIVES[first]), [ObjectiveSpec(name, SECONDARY_OBJECTIVES[name]) for name in rest]
+
+
+def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy]:
+    """Build every study's spec and run every gate; writes nothing. Raises UserError on a gate."""
+    settings = check_request(request)
     ref = resolve_dataset(engine, request.dataset)
+    candidates = None if request.warm_start_from is None else warm_start.load_candidates(engine, request.warm_start_from)
+    top = WARM_START_TOP if request.warm_start_top is None else request.warm_start_top
     dataset = load_dataset(engine, ref.name, ref.version)
-    splits = default_splits(dataset.frame.index, val_frac=preset.splits.val, test_frac=preset.splits.test)
-    samples = {h: make_samples(dataset, h, splits, context=CONTEXT, threshold=THRESHOLD) for h in horizons}
-    spaces = {b: search_space(b, len(dataset.input_columns), preset) for b in budgets}
+    splits = default_splits(dataset.frame.index, val_frac=settings.preset.splits.val, test_frac=settings.preset.splits.test)
+    samples = {h: make_samples(dataset, h, splits, context=CONTEXT, threshold=THRESHOLD) for h in settings.horizons}
+    spaces = {b: search_space(b, len(dataset.input_columns), settings.preset) for b in settings.budgets}
 
     plans = []
-    for budget in budgets:
+    for budget in settings.budgets:
         space = spaces[budget]
         label = budget_label(budget)
-        for horizon in horizons:
+        for horizon in settings.horizons:
             spec = StudySpec(
                 name=study_name(dataset.name, THRESHOLD, label, horizon) + (f"-{request.suffix}" if request.suffix else ""),
                 dataset=DatasetRef(dataset.name, dataset.version, dataset.sha256),
@@ -106,19 +168,22 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
                 context=CONTEXT,
                 budget=BudgetSpec(label, budget, space.tolerance),
                 search_space=space.to_dict(),
-                objective=ObjectiveSpec(request.objective, OBJECTIVES[request.objective]),
+                objective=settings.objective,
                 sampler=SamplerSpec("tpe", request.seed),
-                pruner=pruner,
-                target_trials=trials,
+                pruner=settings.pruner,
+                target_trials=settings.trials,
                 code_version=code_version(),
                 limits=request.limits,
+                extra_objectives=settings.extra_objectives,
             )
+            if candidates is not None:
+                spec = dataclasses.replace(spec, warm_start=warm_start.choose(candidates, spec, request.warm_start_from, top))
             s = samples[horizon]
             plans.append(
                 PlannedStudy(
                     spec=spec,
                     n_feasible=len(feasible_architectures(space)),
-                    extremes=extreme_params(space)[:trials],
+                    extremes=extreme_params(space)[: settings.trials],
                     samples={split: len(positions) for split, positions in s.index.items()},
                     val_positive_rate=s.positive_rate("val"),
                 )

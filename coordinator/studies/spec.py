@@ -12,13 +12,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 
 OBJECTIVES = {"val_auc": "maximize", "val_loss": "minimize"}
-PRUNERS = ("median", "none")
+# Further objectives of a multi-objective study (`--objectives val_auc,n_params`), each a cost:
+# the exact parameter count, or the training seconds per epoch.
+SECONDARY_OBJECTIVES = {"n_params": "minimize", "s_per_epoch": "minimize"}
+PRUNERS = ("none", "median", "asha", "hyperband")
+# Successive halving (asha, and hyperband's brackets): the first rung after MIN_RESOURCE epochs (one
+# epoch of warmup-dominated training says little), then every REDUCTION_FACTOR times as many, keeping
+# the best 1/REDUCTION_FACTOR of the trials that reached each rung.
+MIN_RESOURCE = 2
+REDUCTION_FACTOR = 3
 
 
 @dataclass(frozen=True)
@@ -59,9 +67,69 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class PrunerSpec:
-    kind: str  # "median" | "none"
-    n_startup_trials: int = 5  # median pruner: prune nothing until this many trials finished
-    n_warmup_steps: int = 2  # ... and nothing before this many epochs of the trial
+    """How a study stops unpromising trials early. The resource is the epoch: a trial reports its best
+    objective so far after every epoch (step = epoch number), and the pruner may stop it there.
+
+    - median: Optuna's MedianPruner (worse than the median of earlier trials at the same epoch).
+    - asha: Optuna's SuccessiveHalvingPruner (asynchronous successive halving): at the rungs
+      min_resource x reduction_factor^k epochs a trial continues only if it is in the best
+      1/reduction_factor of the trials that reached that rung so far, so no worker ever waits for another.
+    - hyperband: Optuna's HyperbandPruner: successive-halving brackets with min resources
+      min_resource x reduction_factor^k up to max_resource; a trial's bracket is a hash of the study
+      name and trial number, so every worker computes the same one.
+    - none: every trial runs to its own early stopping.
+
+    Settings that do not apply to a kind are None and left out of the identity, so specs stored
+    before asha and hyperband existed keep their hash.
+    """
+
+    kind: str
+    n_startup_trials: int | None = 5  # median: prune nothing until this many trials finished
+    n_warmup_steps: int | None = 2  # median: ... and nothing before this many epochs of the trial
+    min_resource: int | None = None  # asha, hyperband: epochs before the first rung
+    reduction_factor: int | None = None  # asha, hyperband: keep 1 in this many at each rung
+    max_resource: int | None = None  # asha, hyperband: the schedule's max epochs (hyperband's brackets)
+    bootstrap_count: int | None = None  # asha, hyperband: trials that must reach a rung before any is promoted
+
+    def settings(self) -> dict[str, Any]:
+        """The fields that apply to this kind (None ones are not part of the spec)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def make(self) -> Any:
+        """The Optuna pruner; every worker builds the same one from the spec."""
+        if self.kind == "none":
+            return optuna.pruners.NopPruner()
+        if self.kind == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=self.n_startup_trials, n_warmup_steps=self.n_warmup_steps)
+        if self.kind == "asha":
+            return optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=self.min_resource, reduction_factor=self.reduction_factor, bootstrap_count=self.bootstrap_count
+            )
+        if self.kind == "hyperband":
+            return optuna.pruners.HyperbandPruner(
+                min_resource=self.min_resource,
+                max_resource=self.max_resource,
+                reduction_factor=self.reduction_factor,
+                bootstrap_count=self.bootstrap_count,
+            )
+        raise ValueError(f"unknown pruner kind {self.kind!r}")
+
+
+def pruner_spec(kind: str, max_epochs: int) -> PrunerSpec:
+    """The pruner `kind` with the project's settings for a schedule of `max_epochs` epochs."""
+    if kind in ("none", "median"):
+        return PrunerSpec(kind)
+    if kind in ("asha", "hyperband"):
+        return PrunerSpec(
+            kind,
+            n_startup_trials=None,
+            n_warmup_steps=None,
+            min_resource=min(MIN_RESOURCE, max_epochs),
+            reduction_factor=REDUCTION_FACTOR,
+            max_resource=max_epochs,
+            bootstrap_count=0,
+        )
+    raise ValueError(f"unknown pruner kind {kind!r}; choose one of {', '.join(PRUNERS)}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +138,20 @@ class LimitsSpec:
 
     stall_timeout_s: int = 1800  # no optimizer step for this long: stalled
     time_limit_s: int = 86_400  # wall clock of one attempt
+
+
+@dataclass(frozen=True)
+class WarmStartSpec:
+    """Configurations of earlier studies enqueued as a study's first trials (`--warm-start-from`).
+
+    `source` (the globs) and `top` are part of the identity. `trials` is what they selected when the
+    study was created (study, trial number, value, parameters): provenance, like `code_version`, so
+    running create-studies again after the earlier studies moved on still finds the same spec.
+    """
+
+    source: str
+    top: int
+    trials: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,10 +169,21 @@ class StudySpec:
     target_trials: int
     code_version: str  # provenance: not part of the identity (sha256)
     limits: LimitsSpec = LimitsSpec()  # specs stored before limits existed get the defaults
+    warm_start: WarmStartSpec | None = None  # none: the sampler starts from the extremes alone
+    # Multi-objective studies: objectives after the first (Optuna optimises them jointly: a Pareto front).
+    extra_objectives: list[ObjectiveSpec] = field(default_factory=list)
 
     @property
     def horizon(self) -> int:
         return self.label.horizon
+
+    @property
+    def objectives(self) -> list[ObjectiveSpec]:
+        return [self.objective, *self.extra_objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(canonical_json(dataclasses.asdict(self)))
@@ -111,6 +204,8 @@ class StudySpec:
             target_trials=int(d["target_trials"]),
             code_version=d["code_version"],
             limits=LimitsSpec(**d.get("limits", {})),
+            warm_start=WarmStartSpec(**d["warm_start"]) if d.get("warm_start") else None,
+            extra_objectives=[ObjectiveSpec(**o) for o in d.get("extra_objectives", [])],
         )
 
     def identity(self) -> dict[str, Any]:
@@ -119,6 +214,12 @@ class StudySpec:
         del d["code_version"]
         if self.limits == LimitsSpec():  # default limits leave the identity of older specs unchanged
             del d["limits"]
+        d["pruner"] = self.pruner.settings()
+        if not self.extra_objectives:  # single-objective specs keep the identity they always had
+            del d["extra_objectives"]
+        del d["warm_start"]  # older specs have none; the chosen trials are provenance
+        if self.warm_start is not None:
+            d["warm_start"] = {"source": self.warm_start.source, "top": self.warm_start.top}
         return d
 
     def sha256(self) -> str:
@@ -137,13 +238,7 @@ class StudySpec:
         return tpe_sampler(seed)
 
     def make_pruner(self) -> Any:
-        if self.pruner.kind == "none":
-            return optuna.pruners.NopPruner()
-        if self.pruner.kind == "median":
-            return optuna.pruners.MedianPruner(
-                n_startup_trials=self.pruner.n_startup_trials, n_warmup_steps=self.pruner.n_warmup_steps
-            )
-        raise ValueError(f"unknown pruner kind {self.pruner.kind!r}")
+        return self.pruner.make()
 
 
 def tpe_sampler(seed: int) -> Any:

@@ -86,26 +86,31 @@ def test_three_workers_finish_a_matrix_exactly(engine: sa.Engine, initialised_db
         assert p["best_objective"] == pytest.approx(study.best_value)
 
 
-def race_worker(url: str, worker_id: str, start_at: float) -> None:
+def race_worker(url: str, worker_id: str, start_at: float, synthetic_epochs: int = 1) -> None:
     """A worker process (forked: no interpreter start-up) that begins claiming at `start_at`."""
     from worker.loop import Worker, WorkerOptions
 
     time.sleep(max(0.0, start_at - time.time()))
-    code = Worker(WorkerOptions(url=url, worker_id=worker_id, synthetic=0.0, liveness=Liveness(1, 20, 2), poll_s=0.1)).run()
-    raise SystemExit(code)
+    options = WorkerOptions(url=url, worker_id=worker_id, synthetic=0.0, synthetic_epochs=synthetic_epochs, liveness=Liveness(1, 20, 2), poll_s=0.1)
+    raise SystemExit(Worker(options).run())
+
+
+def race(url: str, workers: int, synthetic_epochs: int = 1, timeout: float = 120) -> list[int | None]:
+    """`workers` forked workers that start claiming at the same instant; their exit codes."""
+    context = multiprocessing.get_context("fork")
+    start_at = time.time() + 1.5
+    procs = [context.Process(target=race_worker, args=(url, f"r{i}", start_at, synthetic_epochs)) for i in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=timeout)
+    return [p.exitcode for p in procs]
 
 
 def test_racing_workers_never_overshoot_the_target(engine: sa.Engine, initialised_db: str) -> None:
     make_dataset(initialised_db)
     create(initialised_db, preset="smoke", budgets=("100K",), horizons=(1,), trials=7)
-    context = multiprocessing.get_context("fork")
-    start_at = time.time() + 1.5
-    procs = [context.Process(target=race_worker, args=(initialised_db, f"r{i}", start_at)) for i in range(8)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0] * 8
+    assert race(initialised_db, 8) == [0] * 8
     assert state_counts(engine) == {("syn-a25-thr1pct-100K-h1", "COMPLETE"): 7}
     assert_targets_met_exactly(engine)
 

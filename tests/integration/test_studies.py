@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from coordinator.errors import UserError
 from coordinator.studies.search_space import SearchSpace, ffn_ratio_param, n_heads_param, n_layers_param
-from coordinator.studies.spec import StudySpec, claim_seed
+from coordinator.studies.spec import StudySpec, claim_seed, pruner_spec
 from coordinator.version import code_version
 from tests.data_helpers import run_cli
 from tests.service_helpers import create, make_dataset, rows, scalar
@@ -36,7 +36,8 @@ def test_default_matrix_has_12_studies_with_right_specs(engine: sa.Engine, initi
         assert space.budget_params == spec.budget.params == row["budget_params"]
         assert spec.target_trials == row["target_trials"] == 50
         assert spec.objective.metric == "val_auc" and spec.objective.direction == "maximize"
-        assert spec.sampler.kind == "tpe" and spec.pruner.kind == "median"
+        assert spec.sampler.kind == "tpe" and spec.pruner == pruner_spec("asha", 30)  # the default preset's, by measurement
+        assert spec.pruner.settings() == {"kind": "asha", "min_resource": 2, "reduction_factor": 3, "max_resource": 30, "bootstrap_count": 0}
         assert set(spec.splits) == {"train", "val", "test"} and spec.context == 60
         assert row["spec_sha256"] == spec.sha256() and row["code_version"] == spec.code_version == code_version()
         # optuna-dashboard sees a short reference to the spec (the spec is in study_specs); the study id links the two.
