@@ -95,7 +95,7 @@ def test_predict_reproduces_the_stored_test_predictions_bit_for_bit(engine: sa.E
     seeds = [f"seed_{r['seed']}" for r in stored]
     assert list(both.columns) == ["date", "probability", *seeds]
     on_test = both.set_index("date").loc[dates[stored[0]["test_positions"]].strftime("%Y-%m-%d")]
-    for run, column in zip(stored, seeds):
+    for run, column in zip(stored, seeds, strict=True):
         assert np.array_equal(on_test[column].to_numpy(), np.asarray(run["test_predictions"]))
     assert np.array_equal(both["probability"].to_numpy(), both[seeds].mean(axis=1).to_numpy())  # the ensemble: the seeds' mean
 
