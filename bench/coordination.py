@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from views import DEFAULT_ADMIN_URL  # noqa: E402
 
-from coordinator import db  # noqa: E402
+from coordinator.store import engines, schema, urls  # noqa: E402
 
 STUDY = "syn-a25-thr1pct-2M-h1"
 UNREACHABLE_TARGET = 50_000
@@ -104,14 +104,15 @@ def template_database(
     """The schema, a synthetic dataset and studies with a target no fleet reaches in the run (each
     slot of a target is a ledger row, so "unreachable" is sized to the run). `matrix` holds the
     MatrixRequest's budgets/horizons; the default is one study (2M, H1)."""
+    from coordinator.commands.studies import run_create_studies
     from coordinator.data import registry
     from coordinator.data.synth import synthetic_series
-    from coordinator.studies import MatrixRequest, run_create_studies
+    from coordinator.studies.planning import MatrixRequest
 
     shape = {"budgets": ("2M",), "horizons": (1,)} if matrix is None else matrix
-    with db.scratch_database(admin_url, prefix) as url:
-        db.init_db(url)
-        work = db.make_engine(url)
+    with engines.scratch_database(admin_url, prefix) as url:
+        schema.init_db(url)
+        work = engines.make_engine(url)
         try:
             registry.register_series(work, "SYN", synthetic_series(2500, 0), source="synth seed=0 (bench)")
             dataset, _ = registry.build_dataset(work, "SYN")
@@ -152,9 +153,9 @@ def private_server(max_connections: int) -> Iterator[str]:
 # A plain-Optuna worker: what a user would run instead of ours, on the same database and study spec.
 PEER_SCRIPT = r"""
 import sys, time, optuna
-from coordinator import db
-from coordinator.search_space import SearchSpace, suggest
-from coordinator.study_spec import StudySpec
+from coordinator.store import engines, schema, urls
+from coordinator.studies.search_space import SearchSpace, suggest
+from coordinator.studies.spec import StudySpec
 import sqlalchemy as sa
 url, sleep_s, seed, out = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -163,7 +164,7 @@ with engine.connect() as conn:
     spec = StudySpec.from_dict(conn.execute(sa.text("SELECT spec FROM study_specs LIMIT 1")).scalar_one())
 engine.dispose()
 space = SearchSpace.from_dict(spec.search_space)
-storage = db.optuna_storage(url)
+storage = engines.optuna_storage(url)
 study = optuna.create_study(study_name="peer", storage=storage, direction="maximize", load_if_exists=True, sampler=spec.make_sampler(seed))
 log = open(out, "a", buffering=1)
 def objective(trial):
@@ -212,7 +213,7 @@ class Fleet:
 
     def __init__(self, admin_url: str, name: str, url: str, system: str, sleep_s: float) -> None:
         self.admin_url, self.name, self.url, self.system, self.sleep_s = admin_url, name, url, system, sleep_s
-        self.engine = db.make_engine(url)
+        self.engine = engines.make_engine(url)
         self.admin = admin_engine(admin_url)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="bench_workers_"))
@@ -294,7 +295,7 @@ class Fleet:
 
 def run_ramp(admin_url: str, template: str, system: str, sleep_s: float, sizes: list[int], window_s: float,
              warmup_limit_s: float, results: list[Result]) -> None:
-    with db.scratch_database(admin_url, "bench_coord", template=template) as url:
+    with engines.scratch_database(admin_url, "bench_coord", template=template) as url:
         fleet = Fleet(admin_url, str(make_url(url).database), url, system, sleep_s)
         try:
             for n in sizes:
@@ -314,14 +315,14 @@ def ask_latency(admin_url: str, sizes: list[int]) -> list[tuple[int, float, floa
 
     import optuna
 
-    from coordinator.search_space import default_search_space, suggest
-    from coordinator.study_spec import tpe_sampler
+    from coordinator.studies.search_space import default_search_space, suggest
+    from coordinator.studies.spec import tpe_sampler
 
     space = default_search_space(2_000_000, 25, preset="reference", context=60)
     rng = random.Random(0)
     out = []
-    with db.scratch_database(admin_url, "bench_ask") as url:
-        storage = db.optuna_storage(url)
+    with engines.scratch_database(admin_url, "bench_ask") as url:
+        storage = engines.optuna_storage(url)
         filler = optuna.create_study(study_name="ask", storage=storage, direction="maximize", sampler=optuna.samplers.RandomSampler(0))
         points = []
         for _ in range(200):
@@ -379,7 +380,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the fleets and drop the databases on SIGTERM too
 
     with contextlib.ExitStack() as stack:
-        admin_url = db.normalise_url(args.admin_url)
+        admin_url = urls.normalise_url(args.admin_url)
         if args.private_server:
             admin_url = stack.enter_context(private_server(400))
         if args.ask_latency:

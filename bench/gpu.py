@@ -61,11 +61,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import worker.train as train_module  # noqa: E402
-from coordinator.architecture import Architecture  # noqa: E402
 from coordinator.data.registry import dataset_from_file  # noqa: E402
 from coordinator.data.samples import Samples, make_samples  # noqa: E402
 from coordinator.data.splits import default_splits  # noqa: E402
-from coordinator.search_space import (  # noqa: E402
+from coordinator.studies.architecture import Architecture  # noqa: E402
+from coordinator.studies.search_space import (  # noqa: E402
     TrialConfig,
     default_search_space,
     feasible_architectures,

@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from coordination import template_database  # noqa: E402
 
-from coordinator import db  # noqa: E402
+from coordinator.store import engines  # noqa: E402
 from tests.private_postgres import Server, private_pgbouncer, private_postgres  # noqa: E402
 
 STUDY_GLOB = "syn-*"
@@ -73,7 +73,7 @@ def launch(url: str, workers: int, sleep_s: float, stagger_s: float, log_dir: Pa
     import psycopg  # noqa: F401
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 
-    import coordinator.search_space  # noqa: F401
+    import coordinator.studies.search_space  # noqa: F401
     import worker.cli
     import worker.loop  # noqa: F401
 
@@ -284,7 +284,7 @@ LOST_SQL = sa.text(
 def measure_fleet(mode: str, server: Server, admin_url: str, template: str, args: argparse.Namespace, deadline: float) -> Row:
     row = Row(mode, args.workers, 0, args.sleep)
     with contextlib.ExitStack() as stack:
-        direct_url = stack.enter_context(db.scratch_database(admin_url, "bench_bouncer", template=template))
+        direct_url = stack.enter_context(engines.scratch_database(admin_url, "bench_bouncer", template=template))
         database = str(sa.engine.make_url(direct_url).database)
         bouncer_port = None
         url = direct_url

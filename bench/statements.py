@@ -27,9 +27,9 @@ import contextlib, io, os, sys, time
 import sqlalchemy as sa
 from sqlalchemy import event
 url, trials, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-from coordinator import db
+from coordinator.store import engines, schema
 from tests.service_helpers import create, make_dataset
-db.init_db(url)
+schema.init_db(url)
 make_dataset(url)
 with contextlib.redirect_stdout(io.StringIO()):
     plans = create(url, preset="smoke", budgets=("100K",), horizons=(1,), trials=trials)
@@ -45,10 +45,10 @@ if mode == "scalesweep":
     Worker(WorkerOptions(url=url, synthetic=0.0, liveness=Liveness(5, 60, 2), worker_id="count")).run()
 else:
     import optuna
-    from coordinator.search_space import SearchSpace, suggest
+    from coordinator.studies.search_space import SearchSpace, suggest
     spec = plans[0].spec
     space = SearchSpace.from_dict(spec.search_space)
-    study = optuna.create_study(study_name="peer", storage=db.optuna_storage(url), sampler=spec.make_sampler(1), direction="maximize")
+    study = optuna.create_study(study_name="peer", storage=engines.optuna_storage(url), sampler=spec.make_sampler(1), direction="maximize")
     study.optimize(lambda t: (suggest(t, space), 0.5)[1], n_trials=trials)
 print(f"{count[0] / trials:.1f} {1000 * (time.perf_counter() - started) / trials:.1f}")
 """
@@ -56,9 +56,9 @@ print(f"{count[0] / trials:.1f} {1000 * (time.perf_counter() - started) / trials
 
 def count(admin_url: str, code_dir: Path, trials: int, mode: str) -> tuple[float, float]:
     sys.path.insert(0, str(REPO))
-    from coordinator import db
+    from coordinator.store import engines
 
-    with db.scratch_database(admin_url, "bench_stmts") as url:
+    with engines.scratch_database(admin_url, "bench_stmts") as url:
         env = {**os.environ, "PYTHONPATH": str(code_dir)}
         done = subprocess.run([sys.executable, "-c", COUNT_SCRIPT, url, str(trials), mode], cwd=code_dir, env=env,
                               capture_output=True, text=True, timeout=900)

@@ -34,7 +34,7 @@ from coordinator.data.location import real_data_dir  # noqa: E402
 from coordinator.data.registry import dataset_from_file  # noqa: E402
 from coordinator.data.samples import Samples, make_samples  # noqa: E402
 from coordinator.data.splits import default_splits  # noqa: E402
-from coordinator.search_space import (  # noqa: E402
+from coordinator.studies.search_space import (  # noqa: E402
     Architecture,
     SearchSpace,
     TrialConfig,

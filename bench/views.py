@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from coordinator import db  # noqa: E402
+from coordinator.store import engines, schema  # noqa: E402
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 EPOCHS_PER_TRIAL = 10
@@ -44,7 +44,7 @@ def create_bare_study(conn: sa.Connection, url: str, name: str, *, target: int, 
     """An Optuna study (its public API) plus its study_specs row written directly (no dataset needed)."""
     import optuna
 
-    storage = db.optuna_storage(url)
+    storage = engines.optuna_storage(url)
     try:
         optuna.create_study(study_name=name, storage=storage, direction=direction)
     finally:
@@ -81,7 +81,7 @@ def prefill(url: str, n_trials: int, *, n_studies: int = 12, prefix: str = "hist
     with plain SQL; their trial ids are the bench's own (the read model never reads Optuna's
     tables). Returns the study names.
     """
-    engine = db.make_engine(url)
+    engine = engines.make_engine(url)
     names = []
     per_study = max(1, n_trials // n_studies)
     try:
@@ -163,7 +163,7 @@ def fill_study(conn: sa.Connection, name: str, n: int) -> None:
 
 def time_views(url: str, study: str) -> list[tuple[str, float, int]]:
     """(query, execution ms from EXPLAIN ANALYZE, rows) for every query in QUERIES."""
-    engine = db.make_engine(url)
+    engine = engines.make_engine(url)
     results = []
     try:
         with engine.connect() as conn:
@@ -184,8 +184,8 @@ def main() -> None:
     parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
     args = parser.parse_args()
 
-    with db.scratch_database(args.admin_url, "bench_views") as url:
-        db.init_db(url)
+    with engines.scratch_database(args.admin_url, "bench_views") as url:
+        schema.init_db(url)
         start = time.perf_counter()
         names = prefill(url, args.trials, n_studies=args.studies)
         print(f"stored {args.trials} trials ({EPOCHS_PER_TRIAL} epochs each) in {len(names)} studies "

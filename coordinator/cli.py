@@ -1,8 +1,8 @@
 """`coordinator`: the control-plane CLI. Sub-command groups live next to the code they drive;
-this module only assembles them (nothing imports it back: shared pieces are in coordinator.app).
+this module only assembles them (nothing imports it back: shared pieces are in coordinator.commands.kit).
 
 Global options (`--database-url`, `--version`) go before or after the sub-command. Every user error
-ends as one line on stderr and a non-zero exit (see `coordinator.app.run_app`).
+ends as one line on stderr and a non-zero exit (see `coordinator.commands.kit.run_app`).
 """
 
 from __future__ import annotations
@@ -11,20 +11,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from coordinator import db
-from coordinator.app import GlobalOptionsGroup, run_app
-from coordinator.baselines import baselines_command
-from coordinator.cluster import cluster_app
-from coordinator.data.commands import data_app
-from coordinator.db_commands import db_app
-from coordinator.export import export_command
-from coordinator.dashboard import dashboard_command
-from coordinator.evaluation.commands import evaluate_command
-from coordinator.local import local_command
-from coordinator.reports import leaderboard_command, report_command, status_command
-
-from coordinator.studies import create_studies_command, reap_command, search_space_command
-from coordinator.study_admin import study_app
+from coordinator.cluster.compose import cluster_app
+from coordinator.commands.baselines import baselines_command
+from coordinator.commands.dashboard import dashboard_command
+from coordinator.commands.data import data_app
+from coordinator.commands.db import db_app
+from coordinator.commands.evaluate import evaluate_command
+from coordinator.commands.export import export_command
+from coordinator.commands.kit import GlobalOptionsGroup
+from coordinator.commands.local import local_command
+from coordinator.commands.reports import leaderboard_command, report_command, status_command
+from coordinator.commands.studies import create_studies_command, reap_command, search_space_command, study_app
+from coordinator.errors import run_app
+from coordinator.store import urls
 
 app = typer.Typer(
     name="coordinator",
@@ -50,7 +49,7 @@ def root(
     ctx: typer.Context,
     database_url: Annotated[
         Optional[str],
-        typer.Option("--database-url", envvar=db.ENV_URL, show_envvar=True,
+        typer.Option("--database-url", envvar=urls.ENV_URL, show_envvar=True,
                      help="PostgreSQL URL (postgresql://...); default: the embedded server under $SCALESWEEP_HOME."),
     ] = None,
     version: Annotated[

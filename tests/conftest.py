@@ -1,5 +1,9 @@
 """Shared fixtures: every test that needs a database gets its own, on a real PostgreSQL.
 
+Tests live by kind, and each folder's tests carry its marker (`pytest -m unit`, `-m integration`...):
+tests/unit (no database), tests/integration (a real PostgreSQL), tests/acceptance (process fleets,
+end to end) and tests/migrations (upgrading databases made by earlier releases).
+
 The server is the one at 127.0.0.1:5432 when it answers (CI and dev machines), else an embedded
 PostgreSQL started for the session. Override with SCALESWEEP_TEST_ADMIN_URL.
 """
@@ -24,6 +28,18 @@ VIX_CSV = SHARED_DATA / "VIX.csv"
 requires_real_data = pytest.mark.skipif(
     not (SPY_CSV.is_file() and VIX_CSV.is_file()), reason=f"real SPY/VIX data not found in {SHARED_DATA} (set ${ENV_DATA})"
 )
+
+KINDS = ("unit", "integration", "acceptance", "migrations")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The marker of a test's kind comes from its folder, so no test can be filed under one kind and
+    marked as another."""
+    for item in items:
+        kind = item.path.parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+
 
 LOCAL_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -57,26 +73,26 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def db_url(admin_url: str) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
-    from coordinator import db
+    from coordinator.store import engines
 
-    with db.scratch_database(admin_url, "ss_test") as url:
+    with engines.scratch_database(admin_url, "ss_test") as url:
         yield url
 
 
 @pytest.fixture
 def initialised_db(db_url: str) -> str:
     """A fresh database after `coordinator db init`."""
-    from coordinator import db
+    from coordinator.store import schema
 
-    db.init_db(db_url)
+    schema.init_db(db_url)
     return db_url
 
 
 @pytest.fixture
 def engine(initialised_db: str) -> Iterator[sa.Engine]:
-    from coordinator import db
+    from coordinator.store import engines
 
-    eng = db.make_engine(initialised_db)
+    eng = engines.make_engine(initialised_db)
     yield eng
     eng.dispose()
 

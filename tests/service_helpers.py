@@ -11,7 +11,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from coordinator.studies import MatrixRequest, PlannedStudy, run_create_studies
+from coordinator.commands.studies import run_create_studies
+from coordinator.studies.planning import MatrixRequest, PlannedStudy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,11 +24,11 @@ CALM = ["--heartbeat-interval", "1", "--grace-period", "20"]
 
 def make_dataset(url: str, days: int = 2500, seed: int = 0, symbol: str = "SYN") -> str:
     """A seeded synthetic market built into a dataset; returns 'name:version'."""
-    from coordinator import db
     from coordinator.data import registry
     from coordinator.data.synth import synthetic_series
+    from coordinator.store import engines
 
-    engine = db.make_engine(url)
+    engine = engines.make_engine(url)
     try:
         registry.register_series(engine, symbol, synthetic_series(days, seed), source=f"synth seed={seed}")
         dataset, _ = registry.build_dataset(engine, symbol)

@@ -11,16 +11,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from coordinator import db
-from coordinator.app import Device, run_app
-from coordinator.lifecycle.settings import Liveness
+from coordinator.errors import run_app
+from coordinator.lifecycle.settings import Device, Liveness
+from coordinator.store import engines, urls
 
 app = typer.Typer(name="worker", pretty_exceptions_enable=False, add_completion=False)
 
 
 @app.command()
 def work(
-    database_url: Annotated[Optional[str], typer.Option("--database-url", help=f"SQLAlchemy URL; default ${db.ENV_URL}, else the embedded PostgreSQL.")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=f"SQLAlchemy URL; default ${urls.ENV_URL}, else the embedded PostgreSQL.")] = None,
     studies: Annotated[Optional[str], typer.Option("--studies", help="Only studies whose name matches this glob, e.g. '*-h1'.")] = None,
     max_trials: Annotated[Optional[int], typer.Option("--max-trials", min=1, help="Stop after this many trials.")] = None,
     device: Annotated[Device, typer.Option("--device", help="auto: a leased GPU when one is visible, else the CPU.")] = Device.auto,
@@ -39,7 +39,7 @@ def work(
     name = worker_id or default_worker_id()
     configure_logging(name)
     options = WorkerOptions(
-        url=db.resolve_url(database_url),
+        url=engines.resolve_url(database_url),
         studies=studies,
         max_trials=max_trials,
         device=device.value,

@@ -24,13 +24,12 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from coordinator.evaluation.plan import KIND
-from coordinator.evaluation.tables import evaluation_protocols, evaluation_runs
 from coordinator.lifecycle.claims import ClaimedItem
-from coordinator.metrics import binary_metrics
-from coordinator.records import study_specs
-from coordinator.search_space import SearchSpace, TrialConfig, suggest
-from coordinator.study_spec import StudySpec
+from coordinator.lifecycle.ledger import EVALUATION
+from coordinator.store.tables import evaluation_protocols, evaluation_runs, study_specs
+from coordinator.studies.metrics import binary_metrics
+from coordinator.studies.search_space import SearchSpace, TrialConfig, suggest
+from coordinator.studies.spec import StudySpec
 from worker.executors import Outcome, WorkerContext, register
 
 
@@ -139,7 +138,7 @@ def evaluate_run(
 
 
 
-@register(KIND)
+@register(EVALUATION)
 def run_evaluation(context: WorkerContext, item: ClaimedItem) -> Outcome:
     """One attempt of one evaluation run (the ledger does the claim, heartbeats, reaping, retries)."""
     import optuna

@@ -17,14 +17,14 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from coordinator.errors import UserError
-from coordinator.lifecycle.ledger import device_leases
+from coordinator.store.tables import device_leases
 
 ENV_GPU_SHARE = "SCALESWEEP_GPU_SHARE"
 # "scheduler": a batch system (Slurm's --gres) chose this process's GPUs and set CUDA_VISIBLE_DEVICES;

@@ -34,7 +34,7 @@ from coordinator.lifecycle import claims, optuna_adapter, outcomes, reaper
 from coordinator.lifecycle.claims import BUSY, ClaimedItem, StudyEntry
 from coordinator.lifecycle.reconnect import DatabaseUnavailable, with_reconnect
 from coordinator.lifecycle.settings import Liveness
-from coordinator.study_spec import StudySpec
+from coordinator.studies.spec import StudySpec
 from coordinator.version import code_version
 from worker import leases
 from worker.executors import Outcome, load_executors
@@ -112,9 +112,9 @@ class Worker:
     def run(self) -> int:
         """Returns the exit code: 0 when done or stopped cleanly, 1 after repeated unexpected errors."""
         self.install_signal_handlers()
-        from coordinator import db
+        from coordinator.store import engines
 
-        db.connect(self.options.url).dispose()  # a bad URL or a dead server: one clear line, now
+        engines.connect(self.options.url).dispose()  # a bad URL or a dead server: one clear line, now
         self.storage = with_reconnect(lambda: optuna_adapter.open_storage(self.options.url), "open the storage")
         beat = threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)
         try:

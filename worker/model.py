@@ -8,7 +8,7 @@
     -> LayerNorm -> flatten (P*d) -> dropout -> Linear(P*d -> 1)
     -> logit (B,)   (no sigmoid: the loss is BCEWithLogits, probabilities come from torch.sigmoid)
 
-`coordinator.architecture.count_params` is the closed form of this module's parameter count; keep them equal.
+`coordinator.studies.architecture.count_params` is the closed form of this module's parameter count; keep them equal.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from coordinator.architecture import Architecture
+from coordinator.studies.architecture import Architecture
 
 
 class RevIN(nn.Module):

@@ -33,7 +33,7 @@ class Stopped(Exception):
 @register(SEARCH)
 def run_search(context: WorkerContext, item: ClaimedItem) -> Outcome:
     """Build and train the sampled trial; every way it can end becomes an Outcome."""
-    from coordinator.search_space import SearchSpace
+    from coordinator.studies.search_space import SearchSpace
 
     spec = item.study.spec
     config = item.config

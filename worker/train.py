@@ -43,9 +43,9 @@ import optuna
 import torch
 import torch.nn.functional as F
 
-from coordinator.metrics import binary_metrics
-from coordinator.architecture import count_params
-from coordinator.search_space import TrialConfig
+from coordinator.studies.architecture import count_params
+from coordinator.studies.metrics import binary_metrics
+from coordinator.studies.search_space import TrialConfig
 from worker.model import PatchTST, n_params
 
 if TYPE_CHECKING:

@@ -7,5 +7,6 @@
     labels.py    the threshold label, from raw prices
     splits.py    date splits with strict containment
     samples.py   (features, labels, per-split positions) for a horizon: what training consumes
-    commands.py  `coordinator data ...`
+
+May import `store` and `errors` only (the commands are coordinator/commands/data.py).
 """

@@ -15,49 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 
 from coordinator.data import features
 from coordinator.data.series import Bars, content_sha256, from_parquet_bytes, read_bars, to_parquet_bytes
 from coordinator.errors import UserError
-from coordinator.schema import metadata
-
-series_table = sa.Table(
-    "series",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("symbol", sa.Text, nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("sha256", sa.Text, nullable=False),
-    sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("start_date", sa.Date, nullable=False),
-    sa.Column("end_date", sa.Date, nullable=False),
-    sa.Column("source", sa.Text, nullable=False),  # file path, 'yfinance' or 'synth seed=... days=...'
-    sa.Column("has_volume", sa.Boolean, nullable=False),
-    sa.Column("repaired_rows", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("content", sa.LargeBinary, nullable=False),  # parquet
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.UniqueConstraint("symbol", "version"),
-)
-
-datasets_table = sa.Table(
-    "datasets",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.Text, nullable=False),  # e.g. spy-a25, spy-a25-vix8
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("sha256", sa.Text, nullable=False),
-    sa.Column("tier", sa.Text, nullable=False),  # a25 or a25-vix8
-    sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("start_date", sa.Date, nullable=False),
-    sa.Column("end_date", sa.Date, nullable=False),
-    sa.Column("input_columns", JSONB, nullable=False),
-    sa.Column("sources", JSONB, nullable=False),  # [{role, symbol, version, sha256, series_id}]
-    sa.Column("meta", JSONB, nullable=False),
-    sa.Column("content", sa.LargeBinary, nullable=False),  # parquet
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.UniqueConstraint("name", "version"),
-)
+from coordinator.store.tables import datasets_table, series_table
 
 
 @dataclass(frozen=True)

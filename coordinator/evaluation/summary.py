@@ -19,16 +19,16 @@ import sqlalchemy as sa
 
 from coordinator.errors import UserError
 from coordinator.evaluation.protocol import EvaluationProtocol, wide_note_for
-from coordinator.evaluation.tables import (
+from coordinator.evaluation.verdict import BaselineScores, ConfigRuns, HorizonVerdict, summarise_horizon
+from coordinator.store.tables import (
     evaluation_baselines,
     evaluation_protocols,
     evaluation_results,
     evaluation_runs,
     scaling_verdicts,
+    study_specs,
 )
-from coordinator.evaluation.verdict import BaselineScores, ConfigRuns, HorizonVerdict, summarise_horizon
-from coordinator.records import study_specs
-from coordinator.study_spec import StudySpec
+from coordinator.studies.spec import StudySpec
 
 
 @dataclass(frozen=True)
@@ -112,10 +112,10 @@ def split_test_labels(engine: sa.Engine, spec: StudySpec) -> tuple[np.ndarray, n
 
 def baseline_scores(engine: sa.Engine, spec: StudySpec, positions: np.ndarray) -> list[BaselineScores]:
     """The baselines' test predictions on the same test days; computed and stored if missing."""
-    from coordinator import baselines as bl
     from coordinator.data.registry import load_dataset
     from coordinator.data.samples import make_samples
     from coordinator.data.splits import Splits
+    from coordinator.evaluation import baselines as bl
 
     t = bl.baselines
     where = (t.c.dataset_name == spec.dataset.name, t.c.dataset_version == spec.dataset.version, t.c.horizon == spec.horizon)

@@ -4,8 +4,10 @@ One job per module:
 
 - `settings`: liveness settings (heartbeat interval, grace period, retries) from flags and env.
 - `reconnect`: surviving dropped connections and database restarts (`with_reconnect`).
-- `ledger`: the tables (`work_items`, `attempts`, `study_amendments`, `device_leases`) and
-  `enqueue_items`, the one way work enters the ledger.
+- `ledger`: the kinds of work and `enqueue_items`, the one way work enters the ledger (its tables,
+  `work_items`, `attempts`, `study_amendments`, `device_leases`, are in coordinator.store.tables).
+- `registration`: registering planned studies (Optuna study, spec row, search slots).
+- `amendments`: extending or cancelling a study after creation.
 - `claims`: claiming the next item (one transaction, row locks with SKIP LOCKED), heartbeats.
 - `reaper`: failing attempts that lost their worker, stalled or ran out of time, and retrying them.
 - `outcomes`: finishing an attempt (ledger row, `trial_records`, epochs) and late results.
@@ -16,4 +18,7 @@ Work items: a study registers one `search` item per slot of its target; other ki
 `evaluation`) enter through `ledger.enqueue_items` and travel the same claim, heartbeat, reap and
 retry road. The slot rule (what counts towards a target) is the `work_counts` view in
 sql/15_work_counts.sql, read by the claims and by every read-model view.
+
+May import `studies`, `data`, `store`, `errors` and `version`; never evaluation, reports,
+cluster or commands.
 """

@@ -28,11 +28,11 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from coordinator import records
 from coordinator.lifecycle import optuna_adapter
 from coordinator.lifecycle.ledger import SEARCH
 from coordinator.lifecycle.queries import query
-from coordinator.study_spec import StudySpec, claim_seed
+from coordinator.store import tables
+from coordinator.studies.spec import StudySpec, claim_seed
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def load_studies(engine: sa.Engine, pattern: str | None = None) -> list[StudyEnt
     """The studies created by `create-studies` whose names match the glob, or any of several
     comma-separated globs (all studies when None)."""
     globs = [g.strip() for g in pattern.split(",") if g.strip()] if pattern else ["*"]
-    t = records.study_specs
+    t = tables.study_specs
     with engine.connect() as conn:
         rows = conn.execute(sa.select(t.c.study_name, t.c.spec).order_by(t.c.study_name)).all()
     return [StudyEntry(row.study_name, StudySpec.from_dict(row.spec)) for row in rows if any(fnmatch.fnmatchcase(row.study_name, g) for g in globs)]
@@ -113,7 +113,7 @@ class ClaimedItem:
     sampler_seed: int | None = None
     trial: Any = None  # optuna.Trial (search)
     optuna_study: Any = None  # optuna.Study (search)
-    config: Any = None  # coordinator.search_space.TrialConfig (search)
+    config: Any = None  # coordinator.studies.search_space.TrialConfig (search)
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -215,7 +215,7 @@ def start(conn: sa.Connection, storage: optuna_adapter.Storage | None, entry: St
 def describe(engine: sa.Engine, claimed: ClaimedItem) -> None:
     """Sample the claimed trial's config (after COMMIT: the study's claim lock covers only the ask)
     and write its parameters, architecture and exact parameter count on the attempt."""
-    from coordinator.search_space import SearchSpace, suggest
+    from coordinator.studies.search_space import SearchSpace, suggest
 
     config = suggest(claimed.trial, SearchSpace.from_dict(claimed.study.spec.search_space))
     claimed.config = config

@@ -25,89 +25,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import insert
 
-from coordinator.schema import metadata
+from coordinator.store.tables import study_amendments, work_items
 
 SEARCH = "search"  # the kind of an Optuna trial of a study
+EVALUATION = "evaluation"  # the kind of a final-evaluation run (coordinator evaluate)
 ENQUEUE_BATCH = 5000  # rows per INSERT
-
-work_items = sa.Table(
-    "work_items",
-    metadata,
-    sa.Column("item_id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("study_name", sa.Text, sa.ForeignKey("study_specs.study_name"), nullable=False),
-    sa.Column("slot", sa.Integer, nullable=False),  # 1..n within (kind, study)
-    sa.Column("state", sa.Text, nullable=False, server_default="waiting"),  # waiting | running | finished | cancelled
-    sa.Column("outcome", sa.Text),  # COMPLETE | PRUNED | FAIL once finished
-    sa.Column("payload", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),  # search: {"params": {...}} when fixed
-    sa.Column("attempts_made", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.UniqueConstraint("kind", "study_name", "slot", name="uq_work_items_slot"),
-    sa.CheckConstraint("state IN ('waiting', 'running', 'finished', 'cancelled')", name="ck_work_items_state"),
-)
-# A claim's "lowest waiting slot of (kind, study)" is one probe of this index, in slot order.
-sa.Index("ix_work_items_study", work_items.c.study_name, work_items.c.kind, work_items.c.state, work_items.c.slot)
-
-attempts = sa.Table(
-    "attempts",
-    metadata,
-    sa.Column("attempt_id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("item_id", sa.BigInteger, sa.ForeignKey("work_items.item_id"), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),  # 1, 2, ... within the item
-    sa.Column("trial_number", sa.Integer),  # Optuna's trial number (search only)
-    sa.Column("trial_id", sa.Integer),  # Optuna's trials.trial_id, looked up in SQL at the claim
-    sa.Column("worker", sa.Text, nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("device", sa.Text),
-    sa.Column("code_version", sa.Text),
-    sa.Column("sampler_seed", sa.BigInteger),
-    sa.Column("synthetic", sa.Boolean, nullable=False, server_default=sa.false()),  # `worker --synthetic`: not a real result
-    sa.Column("state", sa.Text, nullable=False, server_default="RUNNING"),  # RUNNING | COMPLETE | PRUNED | FAIL
-    sa.Column("reason", sa.Text),
-    sa.Column("value", sa.Float),  # the objective (COMPLETE), as told to Optuna
-    sa.Column("params", JSONB),  # sampled parameters, re-used by a retry
-    sa.Column("architecture", JSONB),  # known at the claim
-    sa.Column("n_params", sa.BigInteger),  # known at the claim
-    sa.Column("stall_timeout_s", sa.Integer),  # from the study spec, at the claim
-    sa.Column("time_limit_s", sa.Integer),
-    sa.Column("progress", sa.BigInteger, nullable=False, server_default="0"),  # optimizer steps so far
-    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("progress_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("late_result", JSONB),  # what a reaped attempt reported afterwards (never counted)
-    sa.UniqueConstraint("item_id", "attempt", name="uq_attempts_item_attempt"),
-    sa.CheckConstraint("state IN ('RUNNING', 'COMPLETE', 'PRUNED', 'FAIL')", name="ck_attempts_state"),
-)
-sa.Index("ix_attempts_trial_id", attempts.c.trial_id)
-sa.Index("ix_attempts_running", attempts.c.item_id, postgresql_where=sa.text("state = 'RUNNING'"))
-
-study_amendments = sa.Table(
-    "study_amendments",
-    metadata,
-    sa.Column("amendment_id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("study_name", sa.Text, sa.ForeignKey("study_specs.study_name"), nullable=False, index=True),
-    sa.Column("action", sa.Text, nullable=False),  # extend | cancel
-    sa.Column("detail", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    sa.Column("amended_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-)
-
-# GPU leases: each worker owns one GPU (or one of `share` slots on it); see worker/leases.py.
-device_leases = sa.Table(
-    "device_leases",
-    metadata,
-    sa.Column("device", sa.Text, primary_key=True),  # GPU UUID, or '<host>:<index>' when none is known
-    sa.Column("slot", sa.Integer, primary_key=True),  # 0 .. share-1: how many workers may share the device
-    sa.Column("worker", sa.Text, nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("device_index", sa.Integer, nullable=False),  # index on its host (nvidia-smi order)
-    sa.Column("device_name", sa.Text),
-    sa.Column("leased_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-)
 
 
 def enqueue_items(conn: sa.Connection, kind: str, study_name: str, payloads: Sequence[Mapping[str, Any]], first_slot: int = 1) -> int:

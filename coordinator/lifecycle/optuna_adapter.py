@@ -15,8 +15,8 @@ from typing import Any
 
 import optuna
 
-from coordinator import db
-from coordinator.study_spec import StudySpec
+from coordinator.store import engines
+from coordinator.studies.spec import StudySpec
 
 log = logging.getLogger("scalesweep")
 
@@ -32,7 +32,7 @@ TrialPruned = optuna.TrialPruned
 
 def open_storage(url: str) -> Storage:
     """Optuna's storage on the project database (no heartbeats: liveness is the ledger's)."""
-    return db.optuna_storage(url)
+    return engines.optuna_storage(url)
 
 
 def create_study(storage: Storage, spec: StudySpec) -> optuna.Study:

@@ -22,14 +22,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from coordinator import records
 from coordinator.lifecycle import optuna_adapter
-from coordinator.lifecycle.ledger import SEARCH, attempts
+from coordinator.lifecycle.ledger import SEARCH
 from coordinator.lifecycle.queries import query
+from coordinator.store import tables
+from coordinator.store.tables import attempts
 
 log = logging.getLogger("scalesweep")
 
-RECORD_COLUMNS = [c.name for c in records.trial_records.columns if c.name not in ("metrics", "recorded_at")]
+RECORD_COLUMNS = [c.name for c in tables.trial_records.columns if c.name not in ("metrics", "recorded_at")]
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def final_record(attempt: sa.Row, state: str, reason: str | None, details: Mappi
 
 def write_record(conn: sa.Connection, row: Mapping[str, Any]) -> None:
     """Insert or replace a trial's record (an attempt's record is written once, when it finishes)."""
-    stmt = insert(records.trial_records).values(**row)
+    stmt = insert(tables.trial_records).values(**row)
     stmt = stmt.on_conflict_do_update(
         index_elements=["trial_id"],
         set_={k: stmt.excluded[k] for k in row if k != "trial_id"} | {"recorded_at": sa.func.now()},
@@ -109,9 +110,9 @@ def write_record(conn: sa.Connection, row: Mapping[str, Any]) -> None:
 
 
 def write_epoch(engine: sa.Engine, trial_id: int, epoch: Mapping[str, Any]) -> None:
-    columns = [c.name for c in records.trial_epochs.columns if c.name not in ("trial_id", "recorded_at")]
+    columns = [c.name for c in tables.trial_epochs.columns if c.name not in ("trial_id", "recorded_at")]
     values = {k: json_safe(epoch.get(k)) for k in columns}
-    stmt = insert(records.trial_epochs).values(trial_id=trial_id, **values)
+    stmt = insert(tables.trial_epochs).values(trial_id=trial_id, **values)
     stmt = stmt.on_conflict_do_update(index_elements=["trial_id", "epoch"], set_={k: stmt.excluded[k] for k in values})
     with engine.begin() as conn:
         conn.execute(stmt)

@@ -10,8 +10,7 @@ from typing import TypeVar
 import psycopg
 import sqlalchemy as sa
 
-from coordinator import db
-from coordinator.errors import UserError
+from coordinator.errors import UserError, first_line
 from coordinator.lifecycle.settings import ENV_DB_RETRY, env_int
 
 log = logging.getLogger("scalesweep")
@@ -73,8 +72,8 @@ def with_reconnect(
             failed = True
             if time.monotonic() + delay > deadline:
                 raise DatabaseUnavailable(
-                    f"database unreachable for over {budget:.0f} s while trying to {what}: {db.first_line(cause)}"
+                    f"database unreachable for over {budget:.0f} s while trying to {what}: {first_line(cause)}"
                 ) from None
-            log.warning("database connection lost while trying to %s (%s); retrying in %.1f s", what, db.first_line(cause), delay)
+            log.warning("database connection lost while trying to %s (%s); retrying in %.1f s", what, first_line(cause), delay)
             sleep(delay)
             delay = min(delay * 2, 15.0)

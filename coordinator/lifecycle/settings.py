@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 
 from coordinator.errors import UserError
 
@@ -54,3 +55,11 @@ def env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise UserError(f"${name} must be an integer, got {raw!r}") from None
+
+
+class Device(StrEnum):
+    """Where a worker trains: auto takes a leased GPU when one is visible, else the CPU."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"

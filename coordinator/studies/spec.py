@@ -1,0 +1,183 @@
+"""A study's immutable spec: everything that defines what its trials mean.
+
+One spec per study, written once by `coordinator create-studies` (table `study_specs`, and the Optuna
+study's user attributes for the dashboard). Workers rebuild the label, splits, search space, sampler
+and pruner from it, so two studies that differ in the spec really differ in what they train
+(the horizon, the sampler seed and the feature set are all part of it). `sha256()` is the spec's identity; `code_version` is provenance only and
+is left out of it, or every new commit would look like a changed spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+OBJECTIVES = {"val_auc": "maximize", "val_loss": "minimize"}
+PRUNERS = ("median", "none")
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    name: str
+    version: int
+    sha256: str
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    kind: str  # "threshold": y = 1 if max(High[t+1..t+H]) >= Close[t] * (1 + threshold)
+    threshold: float
+    horizon: int
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    label: str  # e.g. "2M"
+    params: int  # e.g. 2_000_000
+    tolerance: float  # a trial's real parameter count must lie within params * (1 ± tolerance)
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    metric: str  # "val_auc" | "val_loss", taken at the best epoch
+    direction: str  # "maximize" | "minimize"
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    kind: str  # "tpe"
+    seed: int  # each claim derives its own seed from this one (see `claim_seed`)
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    kind: str  # "median" | "none"
+    n_startup_trials: int = 5  # median pruner: prune nothing until this many trials finished
+    n_warmup_steps: int = 2  # ... and nothing before this many epochs of the trial
+
+
+@dataclass(frozen=True)
+class LimitsSpec:
+    """When a running attempt is failed although its worker is alive (and retried per policy)."""
+
+    stall_timeout_s: int = 1800  # no optimizer step for this long: stalled
+    time_limit_s: int = 86_400  # wall clock of one attempt
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    dataset: DatasetRef
+    label: LabelSpec
+    splits: dict[str, list[str]]  # coordinator.data.splits.Splits.to_dict()
+    context: int
+    budget: BudgetSpec
+    search_space: dict[str, Any]  # coordinator.studies.search_space.SearchSpace.to_dict()
+    objective: ObjectiveSpec
+    sampler: SamplerSpec
+    pruner: PrunerSpec
+    target_trials: int
+    code_version: str  # provenance: not part of the identity (sha256)
+    limits: LimitsSpec = LimitsSpec()  # specs stored before limits existed get the defaults
+
+    @property
+    def horizon(self) -> int:
+        return self.label.horizon
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(canonical_json(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudySpec:
+        return cls(
+            name=d["name"],
+            dataset=DatasetRef(**d["dataset"]),
+            label=LabelSpec(**d["label"]),
+            splits={k: list(v) for k, v in d["splits"].items()},
+            context=int(d["context"]),
+            budget=BudgetSpec(**d["budget"]),
+            search_space=dict(d["search_space"]),
+            objective=ObjectiveSpec(**d["objective"]),
+            sampler=SamplerSpec(**d["sampler"]),
+            pruner=PrunerSpec(**d["pruner"]),
+            target_trials=int(d["target_trials"]),
+            code_version=d["code_version"],
+            limits=LimitsSpec(**d.get("limits", {})),
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two studies the same study: everything but provenance."""
+        d = self.to_dict()
+        del d["code_version"]
+        if self.limits == LimitsSpec():  # default limits leave the identity of older specs unchanged
+            del d["limits"]
+        return d
+
+    def sha256(self) -> str:
+        return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()
+
+    def differences(self, other: StudySpec) -> list[str]:
+        """Top-level fields whose values differ (for a readable refusal message)."""
+        mine, theirs = self.identity(), other.identity()
+        return [key for key in mine if mine[key] != theirs.get(key)]
+
+    # Built from the spec by every worker, so every worker samples and prunes the same way.
+
+    def make_sampler(self, seed: int) -> Any:
+        if self.sampler.kind != "tpe":
+            raise ValueError(f"unknown sampler kind {self.sampler.kind!r}")
+        return tpe_sampler(seed)
+
+    def make_pruner(self) -> Any:
+        import optuna
+
+        if self.pruner.kind == "none":
+            return optuna.pruners.NopPruner()
+        if self.pruner.kind == "median":
+            return optuna.pruners.MedianPruner(
+                n_startup_trials=self.pruner.n_startup_trials, n_warmup_steps=self.pruner.n_warmup_steps
+            )
+        raise ValueError(f"unknown pruner kind {self.pruner.kind!r}")
+
+
+def tpe_sampler(seed: int) -> Any:
+    """The sampler of every study (kind "tpe"); benchmarks build their peers with it too."""
+    import optuna
+
+    # constant_liar: running trials count as pessimistic results, so parallel workers spread out.
+    # group=True lets multivariate TPE model the conditional architecture choices (d_model, then the
+    # ratio and depth lists of that width) jointly instead of falling back to independent sampling.
+    # It is the one experimental Optuna argument the project uses, and only here: Optuna warns once
+    # per process, and tests/test_lifecycle.py pins that it is still the only one in the tested range.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def claim_seed(spec_seed: int, study: str, slot: int, attempt: int) -> int:
+    """The sampler seed for one claim: deterministic, and different for every claim and study.
+
+    A claim is one attempt at one slot of the study's target, so no two claims (on any worker)
+    share a seed and a rerun reproduces them. The study name is mixed in so that studies created
+    with the same seed explore independently.
+    """
+    digest = hashlib.sha256(f"{spec_seed}:{study}:{slot}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def label_tag(threshold: float) -> str:
+    """0.01 -> 'thr1pct' (the label part of study names)."""
+    return f"thr{threshold * 100:g}pct"
+
+
+def study_name(dataset_name: str, threshold: float, budget: str, horizon: int) -> str:
+    """E.g. spy-a25-thr1pct-2M-h1."""
+    return f"{dataset_name}-{label_tag(threshold)}-{budget}-h{horizon}"
