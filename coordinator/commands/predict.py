@@ -10,13 +10,10 @@ import sys
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from coordinator.commands.kit import engine_for
 from coordinator.errors import require_extra
 from coordinator.evaluation.predict import output_path, predict, write_predictions
-
-console = Console(stderr=True)
 
 
 def predict_command(
@@ -38,4 +35,4 @@ def predict_command(
     text = write_predictions(result.frame, path)
     if text is not None:
         sys.stdout.write(text)
-    console.print(result.summary() + (f" -> {out}" if out else ""))
+    typer.echo(result.summary() + (f" -> {out}" if out else ""), err=True)

@@ -108,6 +108,8 @@ def create_studies_command(
     suffix: Annotated[Optional[str], typer.Option("--suffix", help="Appended to the study names (a second matrix beside the first).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, write nothing.")] = False,
     with_baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Compute missing baselines per horizon.")] = True,
+    keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Store every COMPLETE trial's best-epoch weights as a "
+                                                   "checkpoint ($SCALESWEEP_ARTIFACTS); recorded in the spec.")] = False,
 ) -> None:
     """Create the study matrix (budgets x horizons) in PostgreSQL; idempotent, specs are immutable."""
     url = database_url(ctx)
@@ -121,6 +123,7 @@ def create_studies_command(
         preset=preset.value,
         pruner=None if pruner is None else pruner.value,
         suffix=suffix,
+        keep_checkpoints=keep_checkpoints,
     )
     run_create_studies(url, request, dry_run=dry_run, with_baselines=with_baselines)
 

@@ -37,9 +37,9 @@ from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore, downlo
 from optuna.artifacts.exceptions import ArtifactNotFound
 from sqlalchemy.dialects.postgresql import insert
 
-from coordinator.errors import UserError
+from coordinator.errors import UserError, first_line
+from coordinator.store.embedded import home_dir
 from coordinator.store.tables import checkpoints
-from coordinator.store.urls import first_line, home_dir
 
 ENV_ARTIFACTS = "SCALESWEEP_ARTIFACTS"
 ENV_S3_ENDPOINT = "SCALESWEEP_S3_ENDPOINT_URL"

@@ -59,6 +59,7 @@ class MatrixRequest:
     pruner: str | None = None
     suffix: str | None = None  # appended to every study name, for a second matrix beside the first
     limits: LimitsSpec = LimitsSpec()  # stall timeout and wall-clock limit of every attempt
+    keep_checkpoints: bool = False  # store every COMPLETE trial's best-epoch weights (recorded in the spec)
 
 
 def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy]:
@@ -111,6 +112,7 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
                 target_trials=trials,
                 code_version=code_version(),
                 limits=request.limits,
+                keep_checkpoints=request.keep_checkpoints,
             )
             s = samples[horizon]
             plans.append(

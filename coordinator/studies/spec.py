@@ -85,6 +85,7 @@ class StudySpec:
     target_trials: int
     code_version: str  # provenance: not part of the identity (sha256)
     limits: LimitsSpec = LimitsSpec()  # specs stored before limits existed get the defaults
+    keep_checkpoints: bool = False  # every COMPLETE trial's best-epoch weights stored as a checkpoint
 
     @property
     def horizon(self) -> int:
@@ -109,6 +110,7 @@ class StudySpec:
             target_trials=int(d["target_trials"]),
             code_version=d["code_version"],
             limits=LimitsSpec(**d.get("limits", {})),
+            keep_checkpoints=bool(d.get("keep_checkpoints", False)),
         )
 
     def identity(self) -> dict[str, Any]:
@@ -117,6 +119,8 @@ class StudySpec:
         del d["code_version"]
         if self.limits == LimitsSpec():  # default limits leave the identity of older specs unchanged
             del d["limits"]
+        if not self.keep_checkpoints:  # likewise the default of keeping no search checkpoints
+            del d["keep_checkpoints"]
         return d
 
     def sha256(self) -> str:

@@ -24,7 +24,7 @@ from coordinator.lifecycle.claims import load_studies
 from coordinator.lifecycle.settings import Liveness
 from coordinator.store import artifacts
 from coordinator.store.engines import make_engine, scratch_database
-from coordinator.store.init import init_db
+from coordinator.store.schema import init_db
 from tests.service_helpers import create, make_dataset, rows
 
 torch = pytest.importorskip("torch")

@@ -11,7 +11,7 @@ from alembic import command
 
 from coordinator.store import migrations
 from coordinator.store.engines import make_engine, optuna_storage, scratch_database
-from coordinator.store.init import init_db
+from coordinator.store.schema import init_db
 from tests.service_helpers import rows
 from tests.migrations.test_migrations import schema_signature
 

@@ -81,7 +81,7 @@ def test_fresh_database_has_exactly_the_models_schema(initialised_db: str) -> No
     engine = sa.create_engine(initialised_db, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            assert migrations.current_revision(conn) == migrations.head_revision() == "0003_evaluation"
+            assert migrations.current_revision(conn) == migrations.head_revision() == "0004_checkpoints"
             diffs = compare_metadata(MigrationContext.configure(conn), tables.metadata)
             # Optuna's tables are Optuna's: only differences on ours count.
             ours = [d for d in diffs if not (d[0] == "remove_table" and d[1].name not in OUR_TABLES)]
