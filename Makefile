@@ -83,5 +83,7 @@ bench-full: venv
 clean:
 	rm -rf $(VENV) .lock-venv .pytest_cache *.egg-info
 
+# ruff, then the import-linter contracts in pyproject.toml (layers, the worker's imports, no circles).
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache

@@ -235,7 +235,7 @@ def bench_shapes(samples: Samples, plan: Plan, peak: float | None) -> list[dict[
             peer = matmul_tflops(arch, plan.batch_size, dev)
             for variant, options in VARIANTS.items():
                 started = time.perf_counter()
-                result = train_module.train(bench_config(arch, plan.batch_size), data, device=plan.device, **options)
+                result = train_module.train(bench_config(arch, plan.batch_size), data, train_module.TrainOptions(device=plan.device, **options))
                 tflops = flops_per_sample(arch) * result.samples_per_s / 1e12
                 used = result.values_used
                 row = {
@@ -483,7 +483,7 @@ def bench_oom(samples: Samples, plan: Plan) -> dict[str, Any]:
     arch = extremes("2B", len(samples.input_columns))["deepest"]
     data = subset(samples, plan.oom_batch, 256)
     started = time.perf_counter()
-    result = train_module.train(bench_config(arch, plan.oom_batch, epochs=1), data, device=plan.device)
+    result = train_module.train(bench_config(arch, plan.oom_batch, epochs=1), data, train_module.TrainOptions(device=plan.device))
     used = result.values_used
     torch.cuda.empty_cache()
     return {

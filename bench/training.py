@@ -43,7 +43,7 @@ from coordinator.studies.search_space import (  # noqa: E402
     feasible_architectures,
     parse_budget,
 )
-from worker.train import TrialResult, train  # noqa: E402
+from worker.train import TrainOptions, TrialResult, train  # noqa: E402
 
 DEFAULT_CSV = real_data_dir() / "SPY.csv"  # $SCALESWEEP_DATA, default ../shared/data
 CPU_BUDGETS = "100K,300K,2M,20M"
@@ -103,9 +103,9 @@ def bench_budget(samples: Samples, budget: int, args: argparse.Namespace) -> dic
         seed=0,
     )
     # Warm-up (allocator, kernels, torch.compile), then the timed run on `steps` batches.
-    options = {"device": args.device, "compile": args.compile, "optimizer": args.optimizer, "step_mode": args.step_mode}
-    train(config, subset(samples, 2 * args.batch_size), **options)
-    result: TrialResult = train(config, subset(samples, args.steps * args.batch_size), **options)
+    options = TrainOptions(device=args.device, compile=args.compile, optimizer=args.optimizer, step_mode=args.step_mode)
+    train(config, subset(samples, 2 * args.batch_size), options)
+    result: TrialResult = train(config, subset(samples, args.steps * args.batch_size), options)
     n_train = len(samples.index["train"])
     tflops = flops_per_sample(arch) * result.samples_per_s / 1e12
     peak = peak_tflops(result.device, args.peak_tflops)

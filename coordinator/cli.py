@@ -25,6 +25,7 @@ from coordinator.commands.reports import leaderboard_command, report_command, st
 from coordinator.commands.studies import create_studies_command, reap_command, search_space_command, study_app
 from coordinator.errors import run_app
 from coordinator.store import urls
+from coordinator.version import code_version
 
 app = typer.Typer(
     name="coordinator",
@@ -39,8 +40,6 @@ app = typer.Typer(
 
 def show_version(value: bool) -> None:
     if value:
-        from coordinator.version import code_version
-
         typer.echo(f"scalesweep {code_version()}")
         raise typer.Exit()
 

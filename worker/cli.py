@@ -14,6 +14,8 @@ import typer
 from coordinator.errors import run_app
 from coordinator.lifecycle.settings import Device, Liveness
 from coordinator.store import engines, urls
+from worker import leases
+from worker.loop import Worker, WorkerOptions, configure_logging, default_worker_id
 
 app = typer.Typer(name="worker", pretty_exceptions_enable=False, add_completion=False)
 
@@ -33,9 +35,6 @@ def work(
     gpu_share: Annotated[Optional[int], typer.Option("--gpu-share", min=1, help="Workers per GPU; default $SCALESWEEP_GPU_SHARE or 1.")] = None,
 ) -> None:
     """Pull trials from PostgreSQL, train them, report them; exit 0 when every target is met."""
-    from worker import leases
-    from worker.loop import Worker, WorkerOptions, configure_logging, default_worker_id
-
     name = worker_id or default_worker_id()
     configure_logging(name)
     options = WorkerOptions(

@@ -14,7 +14,6 @@ executor `run_evaluation` registered below.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -32,12 +31,13 @@ from coordinator.lifecycle.ledger import EVALUATION
 from coordinator.store.tables import evaluation_protocols, evaluation_runs, study_specs
 from coordinator.studies.metrics import binary_metrics
 from coordinator.studies.search_space import SearchSpace, TrialConfig, suggest
+from coordinator.studies.samples import DatasetChanged, load_study_samples
 from coordinator.studies.spec import StudySpec
 from worker.executors import Outcome, WorkerContext, register
 
 
 class EvaluationRefused(Exception):
-    """The run cannot be done as specified (protocol changed, dataset hash differs): no retry helps."""
+    """The run cannot be done as specified (protocol changed, no such study): no retry helps."""
 
 
 def load_spec(engine: sa.Engine, study_name: str) -> StudySpec:
@@ -46,25 +46,6 @@ def load_spec(engine: sa.Engine, study_name: str) -> StudySpec:
     if spec is None:
         raise EvaluationRefused(f"no study {study_name}")
     return StudySpec.from_dict(spec)
-
-
-def study_samples(engine: sa.Engine, spec: StudySpec, cache: dict[tuple, Any] | None = None) -> Any:
-    """The study's samples (the same the trials used), its dataset hash checked against the spec."""
-    from coordinator.data.registry import load_dataset
-    from coordinator.data.samples import make_samples
-    from coordinator.data.splits import Splits
-
-    ref = spec.dataset
-    key = (ref.name, ref.version, spec.horizon, spec.label.threshold, spec.context, json.dumps(spec.splits, sort_keys=True))
-    if cache is not None and key in cache:
-        return cache[key]
-    dataset = load_dataset(engine, ref.name, ref.version)
-    if dataset.sha256 != ref.sha256:
-        raise EvaluationRefused(f"dataset {ref} has sha256 {dataset.sha256[:12]}… but the study was created on {ref.sha256[:12]}…")
-    samples = make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
-    if cache is not None:
-        cache[key] = samples
-    return samples
 
 
 def config_for(spec: StudySpec, params: dict[str, Any], trial_number: int, seed: int) -> TrialConfig:
@@ -88,7 +69,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Train and score one (study, rank, seed) run, keep its best-epoch weights as a checkpoint and
     store its row; returns the row. `storage`: the worker's Optuna storage (else one is opened)."""
-    from worker.train import train
+    from worker.train import TrainOptions, train
 
     started = time.monotonic()
     study = payload["study_name"]
@@ -97,10 +78,10 @@ def evaluate_run(
     if stored != payload["protocol_sha256"]:
         raise EvaluationRefused(f"study {study} is evaluated under protocol {str(stored)[:12]}…, this run belongs to {payload['protocol_sha256'][:12]}…")
     spec = load_spec(engine, study)
-    samples = samples_for(spec) if samples_for is not None else study_samples(engine, spec)
+    samples = samples_for(spec) if samples_for is not None else load_study_samples(engine, spec)
     config = config_for(spec, payload["params"], payload["trial_number"], int(payload["seed"]))
-    result = train(config, samples, device=device, objective=spec.objective.metric, should_stop=should_stop, on_step=on_step,
-                   score_test=True)
+    options = TrainOptions(device=device, objective=spec.objective.metric, should_stop=should_stop, on_step=on_step, score_test=True)
+    result = train(config, samples, options)
     assert result.test_predictions is not None
     checkpoint = keep_run_checkpoint(engine, result, config, samples, spec, payload, storage)
     positions = samples.index["test"]
@@ -172,7 +153,7 @@ def run_evaluation(context: WorkerContext, item: ClaimedItem) -> Outcome:
             worker=getattr(getattr(context, "options", None), "worker_id", None), item_id=item.item_id,
             attempt_id=item.attempt_id, samples_for=context.samples_for, storage=context.storage,
         )
-    except (EvaluationRefused, TrialFailed, UserError) as exc:  # UserError: e.g. the artifact store refused the checkpoint
+    except (EvaluationRefused, DatasetChanged, TrialFailed, UserError) as exc:  # UserError: e.g. the artifact store refused the checkpoint
         return Outcome("FAIL", reason=str(exc))
     except TrialInterrupted:
         return Outcome("STOPPED", reason="worker stopped")

@@ -16,7 +16,6 @@ every database step (coordinator.lifecycle.reconnect).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -29,11 +28,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from coordinator.data.registry import load_dataset
+from coordinator.data.samples import Samples
 from coordinator.errors import UserError
 from coordinator.lifecycle import claims, optuna_adapter, outcomes, reaper
 from coordinator.lifecycle.claims import BUSY, ClaimedItem, StudyEntry
 from coordinator.lifecycle.reconnect import DatabaseUnavailable, with_reconnect
 from coordinator.lifecycle.settings import Liveness
+from coordinator.store import engines
+from coordinator.studies.samples import SamplesCache
 from coordinator.studies.spec import StudySpec
 from coordinator.version import code_version
 from worker import leases
@@ -82,7 +85,7 @@ class Worker:
         self.reporting = False  # the main thread is finishing the running attempt (its end is ours, not a reaping)
         self.done_trials = 0
         self.unexpected_errors = 0
-        self.samples_cache: dict[tuple, Any] = {}
+        self.samples_cache = SamplesCache(self.dataset)
         self.datasets_cache: dict[tuple[str, int], Any] = {}
 
     # ---------------------------------------------------------------- what executors see
@@ -112,7 +115,6 @@ class Worker:
     def run(self) -> int:
         """Returns the exit code: 0 when done or stopped cleanly, 1 after repeated unexpected errors."""
         self.install_signal_handlers()
-        from coordinator.store import engines
 
         engines.connect(self.options.url).dispose()  # a bad URL or a dead server: one clear line, now
         self.storage = with_reconnect(lambda: optuna_adapter.open_storage(self.options.url), "open the storage")
@@ -361,28 +363,14 @@ class Worker:
     # ---------------------------------------------------------------- data
 
     def dataset(self, name: str, version: int) -> Any:
-        from coordinator.data.registry import load_dataset
-
         key = (name, version)
         if key not in self.datasets_cache:
             self.datasets_cache[key] = with_reconnect(lambda: load_dataset(self.engine, name, version), "load the dataset")
         return self.datasets_cache[key]
 
-    def samples_for(self, spec: StudySpec) -> Any:
+    def samples_for(self, spec: StudySpec) -> Samples:
         """The study's samples, built once per process (its dataset was checked against the spec)."""
-        from coordinator.data.samples import make_samples
-        from coordinator.data.splits import Splits
-
-        ref = spec.dataset
-        key = (ref.name, ref.version, spec.horizon, spec.label.threshold, spec.context, json.dumps(spec.splits, sort_keys=True))
-        if key in self.samples_cache:
-            return self.samples_cache[key]
-        dataset = self.dataset(ref.name, ref.version)
-        samples = make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
-        if samples.horizon != spec.horizon:  # the horizon must reach the labels
-            raise UserError(f"samples were built for horizon {samples.horizon}, the study is h{spec.horizon}")
-        self.samples_cache[key] = samples
-        return samples
+        return self.samples_cache(spec)
 
 
 def configure_logging(worker_id: str) -> None:

@@ -21,6 +21,7 @@ from coordinator.lifecycle import optuna_adapter, outcomes
 from coordinator.lifecycle.claims import ClaimedItem
 from coordinator.lifecycle.ledger import SEARCH
 from coordinator.lifecycle.reconnect import with_reconnect
+from coordinator.studies.search_space import SearchSpace
 from worker.executors import Outcome, WorkerContext, register
 
 log = logging.getLogger("scalesweep")
@@ -33,8 +34,6 @@ class Stopped(Exception):
 @register(SEARCH)
 def run_search(context: WorkerContext, item: ClaimedItem) -> Outcome:
     """Build and train the sampled trial; every way it can end becomes an Outcome."""
-    from coordinator.studies.search_space import SearchSpace
-
     spec = item.study.spec
     config = item.config
     space = SearchSpace.from_dict(spec.search_space)
@@ -55,13 +54,11 @@ def run_search(context: WorkerContext, item: ClaimedItem) -> Outcome:
 
 
 def train(context: WorkerContext, item: ClaimedItem, samples: Any, details: dict[str, Any]) -> Outcome:
-    from worker.train import TrialFailed, TrialInterrupted, train
+    from worker.train import TrainOptions, TrialFailed, TrialInterrupted, train
 
     spec = item.study.spec
     try:
-        result = train(
-            item.config,
-            samples,
+        options = TrainOptions(
             device=context.device,
             objective=spec.objective.metric,
             on_epoch=epoch_reporter(context, item),
@@ -69,6 +66,7 @@ def train(context: WorkerContext, item: ClaimedItem, samples: Any, details: dict
             should_stop=context.should_stop,
             keep_best_state=spec.keep_checkpoints,
         )
+        result = train(item.config, samples, options)
     except TrialFailed as exc:
         return Outcome("FAIL", reason=str(exc), details=details)
     except TrialInterrupted:

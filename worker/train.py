@@ -46,12 +46,12 @@ import torch.nn.functional as F
 from coordinator.studies.architecture import count_params
 from coordinator.studies.metrics import binary_metrics
 from coordinator.studies.search_space import TrialConfig
+from coordinator.studies.spec import OBJECTIVES
 from worker.model import PatchTST, n_params
 
 if TYPE_CHECKING:
     from coordinator.data.samples import Samples
 
-OBJECTIVES = {"val_auc": "maximize", "val_loss": "minimize"}
 COLLAPSE_STD = 1e-4  # val predictions whose std (in probability) stays below this are a constant
 NAN_CHECK_EVERY = 10  # optimizer steps between checks of the running loss (each check syncs the GPU)
 EVAL_BATCH_FACTOR = 4  # evaluation keeps no activations, so it can use a larger batch
@@ -195,45 +195,70 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def train(
-    config: TrialConfig,
-    samples: Samples,
-    *,
-    device: str = "cpu",
-    objective: str = "val_auc",
-    on_epoch: Callable[[EpochMetrics], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    micro_batch: int | None = None,
-    compile: bool = False,
-    on_step: Callable[[int], None] | None = None,
-    step_mode: str = "auto",
-    optimizer: str | None = None,
-    keep_best_state: bool = False,
-    score_test: bool = False,
-) -> TrialResult:
-    """Run one trial; see the module doc. `micro_batch` defaults to the whole batch.
+@dataclass(frozen=True)
+class TrainOptions:
+    """How one trial trains, besides its sampled values (the TrialConfig).
 
-    `step_mode` ("auto", "eager", "cuda_graph") and `optimizer` ("fused", "foreach"; None picks by
-    device) choose how a step runs, so benchmarks can put the older path beside the current one.
-    `keep_best_state` keeps the best epoch's parameters in `TrialResult.best_state` (on the CPU).
-    `score_test` is for the final evaluation only (never the search): the best epoch's weights are
-    kept, and after training they score the test split once (`TrialResult.test_predictions`).
+    `micro_batch` defaults to the whole batch. `step_mode` ("auto", "eager", "cuda_graph") and
+    `optimizer` ("fused", "foreach", "default"; None picks by device) choose how a step runs, so
+    benchmarks can put the older path beside the current one. `keep_best_state` keeps the best epoch's
+    parameters in `TrialResult.best_state` (on the CPU). `score_test` is for the final evaluation only
+    (never the search): the best epoch's weights are kept, and after training they score the test
+    split once (`TrialResult.test_predictions`).
     """
-    return train_model(
-        config,
-        samples,
-        device=device,
-        objective=objective,
-        on_epoch=on_epoch,
-        should_stop=should_stop,
-        micro_batch=micro_batch,
-        compile=compile,
-        on_step=on_step,
-        step_mode=step_mode,
-        optimizer=optimizer,
-        keep_best_state=keep_best_state,
-        score_test=score_test,
-    )[0]
+
+    device: str = "cpu"
+    objective: str = "val_auc"
+    on_epoch: Callable[[EpochMetrics], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    micro_batch: int | None = None
+    compile: bool = False
+    on_step: Callable[[int], None] | None = None
+    step_mode: str = "auto"
+    optimizer: str | None = None
+    keep_best_state: bool = False
+    score_test: bool = False
+
+
+def train(config: TrialConfig, samples: Samples, options: TrainOptions = TrainOptions()) -> TrialResult:
+    """Run one trial; see the module doc."""
+    return train_model(config, samples, options)[0]
+
+
+def train_model(config: TrialConfig, samples: Samples, options: TrainOptions = TrainOptions()) -> tuple[TrialResult, PatchTST]:
+    """`train`, also returning the model as it is after the last epoch (for tests and benchmarks)."""
+    trainer = Trainer(config, samples, options)
+    trainer.fit()
+    return trainer.result(), trainer.model
+
+
+def check_request(config: TrialConfig, samples: Samples, options: TrainOptions) -> None:
+    """Refuse an unknown objective or step mode, and samples the architecture was not built for."""
+    if options.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {options.objective!r}; choose one of {sorted(OBJECTIVES)}")
+    if options.step_mode not in STEP_MODES:
+        raise ValueError(f"unknown step mode {options.step_mode!r}; choose one of {STEP_MODES}")
+    arch = config.architecture
+    if arch.n_features != samples.features.shape[1] or arch.context != samples.context:
+        raise ValueError(
+            f"architecture expects {arch.n_features} features x {arch.context} days, "
+            f"samples have {samples.features.shape[1]} x {samples.context}"
+        )
+
+
+def build_model(config: TrialConfig, dev: torch.device) -> PatchTST:
+    """The sampled model, allocated directly on the device; its size must be the one the budget was checked with."""
+    arch = config.architecture
+    try:
+        with dev:
+            model = PatchTST(arch, dropout=config.dropout)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise TrialFailed(f"out of memory allocating {count_params(arch):,} parameters on {device_name(dev)}") from None
+    if n_params(model) != count_params(arch):  # the budget was checked with count_params
+        raise RuntimeError(f"model has {n_params(model)} parameters, count_params says {count_params(arch)}")
+    return model
 
 
 class CapturedStep:
@@ -255,302 +280,314 @@ class CapturedStep:
         return self.loss
 
 
-def train_model(
-    config: TrialConfig,
-    samples: Samples,
-    *,
-    device: str = "cpu",
-    objective: str = "val_auc",
-    on_epoch: Callable[[EpochMetrics], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    micro_batch: int | None = None,
-    compile: bool = False,
-    on_step: Callable[[int], None] | None = None,
-    step_mode: str = "auto",
-    optimizer: str | None = None,
-    keep_best_state: bool = False,
-    score_test: bool = False,
-) -> tuple[TrialResult, PatchTST]:
-    """`train`, also returning the model as it is after the last epoch (for tests and benchmarks)."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
-    if step_mode not in STEP_MODES:
-        raise ValueError(f"unknown step mode {step_mode!r}; choose one of {STEP_MODES}")
-    arch = config.architecture
-    if arch.n_features != samples.features.shape[1] or arch.context != samples.context:
-        raise ValueError(
-            f"architecture expects {arch.n_features} features x {arch.context} days, "
-            f"samples have {samples.features.shape[1]} x {samples.context}"
-        )
-    started = time.perf_counter()
-    dev = torch.device(device)
-    on_cuda = dev.type == "cuda"
-    maximize = OBJECTIVES[objective] == "maximize"
-    implementation = optimizer or default_optimizer(dev)
-    if step_mode == "cuda_graph" and (not on_cuda or compile or implementation != "fused"):
-        raise ValueError("step_mode 'cuda_graph' needs a CUDA device, the fused optimizer and no torch.compile")
-    torch.manual_seed(config.seed)
-    if on_cuda:
-        torch.cuda.reset_peak_memory_stats(dev)
-        torch.backends.cuda.matmul.allow_tf32 = True
-    data = DeviceData(samples, dev)
-    try:
-        with dev:  # allocate parameters directly on the device
-            model = PatchTST(arch, dropout=config.dropout)
-    except RuntimeError as exc:
-        if not is_out_of_memory(exc):
-            raise
-        raise TrialFailed(f"out of memory allocating {count_params(arch):,} parameters on {device_name(dev)}") from None
-    if n_params(model) != count_params(arch):  # the budget was checked with count_params
-        raise RuntimeError(f"model has {n_params(model)} parameters, count_params says {count_params(arch)}")
-    forward = torch.compile(model) if compile else model
-    adamw = make_optimizer(model, config.learning_rate, config.weight_decay, implementation=implementation)
-    clip_foreach = None if implementation == "default" else True
-    # No cast cache: each weight is cast once per forward anyway, and a captured graph must not
-    # keep casts made outside it.
-    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=on_cuda, cache_enabled=False)
+class Steps:
+    """How the model's optimizer steps and predictions run.
 
-    train_positions = data.index["train"]
-    n_train = len(train_positions)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
-    total_steps = steps_per_epoch * config.max_epochs
-    warmup_steps = round(config.warmup_frac * total_steps)
-    micro = min(micro_batch or config.batch_size, config.batch_size)
-    shuffle = torch.Generator(device=dev).manual_seed(config.seed)
+    On CUDA (without torch.compile) the first full-size steps run eagerly on a side stream (as graph
+    capture requires), timed; then the step is captured and replayed, timed; in "auto" the graph is
+    kept only if a replay is clearly faster. Accumulating micro-batches (after an out-of-memory)
+    always runs eagerly. `mode` ends as what the steps mostly were: eager, cuda_graph or compiled.
+    """
 
-    def backward_batch(batch: torch.Tensor) -> torch.Tensor:
+    def __init__(self, model: PatchTST, data: DeviceData, config: TrialConfig, options: TrainOptions, implementation: str) -> None:
+        self.model, self.data, self.config, self.step_mode = model, data, config, options.step_mode
+        self.dev = torch.device(options.device)
+        self.forward = torch.compile(model) if options.compile else model
+        self.adamw = make_optimizer(model, config.learning_rate, config.weight_decay, implementation=implementation)
+        self.clip_foreach = None if implementation == "default" else True
+        # No cast cache: each weight is cast once per forward anyway, and a captured graph must not
+        # keep casts made outside it.
+        self.autocast = torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16, enabled=self.dev.type == "cuda", cache_enabled=False)
+        self.micro = min(options.micro_batch or config.batch_size, config.batch_size)
+        can_capture = self.dev.type == "cuda" and options.step_mode != "eager" and implementation == "fused"  # capturable AdamW only
+        self.mode = "compiled" if options.compile else ("probing" if can_capture else "eager")
+        self.graph: CapturedStep | None = None
+        self.graph_error: str | None = None
+        self.eager_times: list[float] = []
+        self.graph_times: list[float] = []
+        self.full_eager_steps = 0
+        self.side_stream = torch.cuda.Stream(self.dev) if self.mode == "probing" else None
+
+    def backward_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """Gradients of the mean loss over `batch`, accumulated over micro-batches; returns the loss."""
-        total = torch.zeros((), device=dev)
-        for chunk in batch.split(micro):
-            with autocast:
-                logits = forward(data.windows(chunk))
+        total = torch.zeros((), device=self.dev)
+        for chunk in batch.split(self.micro):
+            with self.autocast:
+                logits = self.forward(self.data.windows(chunk))
             # Sum over the chunk / batch size: the accumulated gradient is that of the batch mean.
-            loss = F.binary_cross_entropy_with_logits(logits.float(), data.labels[chunk], reduction="sum") / len(batch)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), self.data.labels[chunk], reduction="sum") / len(batch)
             loss.backward()
             total += loss.detach()
         return total
 
-    def step_body(batch: torch.Tensor) -> torch.Tensor:
+    def step_body(self, batch: torch.Tensor) -> torch.Tensor:
         """Backward, clip, AdamW: what a CUDA graph captures (gradients were set to None before)."""
-        loss = backward_batch(batch)
-        clip_gradients(model, config.grad_clip, clip_foreach)
-        adamw.step()
+        loss = self.backward_batch(batch)
+        clip_gradients(self.model, self.config.grad_clip, self.clip_foreach)
+        self.adamw.step()
         return loss
 
-    def eager_step(batch: torch.Tensor) -> torch.Tensor:
-        nonlocal micro
+    def eager_step(self, batch: torch.Tensor) -> torch.Tensor:
         while True:
-            adamw.zero_grad(set_to_none=True)
+            self.adamw.zero_grad(set_to_none=True)
             try:
-                batch_loss = backward_batch(batch)
+                batch_loss = self.backward_batch(batch)
                 break
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
                     raise
-                micro = halve_micro_batch(micro, dev, "training")
-        clip_gradients(model, config.grad_clip, clip_foreach)
+                self.micro = halve_micro_batch(self.micro, self.dev, "training")
+        clip_gradients(self.model, self.config.grad_clip, self.clip_foreach)
         try:
-            adamw.step()
+            self.adamw.step()
         except RuntimeError as exc:  # AdamW allocates its state (2 x parameters) on the first step
             if not is_out_of_memory(exc):
                 raise
-            raise TrialFailed(f"out of memory for the optimizer state on {device_name(dev)}") from None
+            raise TrialFailed(f"out of memory for the optimizer state on {device_name(self.dev)}") from None
         return batch_loss
 
-    # How steps run. On CUDA (without torch.compile) the first full-size steps run eagerly on a side
-    # stream (as graph capture requires), timed; then the step is captured and replayed, timed; in
-    # "auto" the graph is kept only if a replay is clearly faster. Accumulating micro-batches (after
-    # an out-of-memory) always runs eagerly.
-    can_capture = on_cuda and step_mode != "eager" and implementation == "fused"  # capturable AdamW only
-    mode = "compiled" if compile else ("probing" if can_capture else "eager")
-    graph: CapturedStep | None = None
-    graph_error: str | None = None
-    eager_times: list[float] = []
-    graph_times: list[float] = []
-    full_eager_steps = 0
-    side_stream = torch.cuda.Stream(dev) if mode == "probing" else None
+    def run(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
+        """One optimizer step over `batch` at learning rate `lr`; returns its loss (on the device)."""
+        set_learning_rate(self.adamw, lr)
+        full = len(batch) == self.config.batch_size
+        if self.mode == "probing" and full:
+            if self.micro < self.config.batch_size:
+                self.mode = "eager"  # accumulation: a graph would fix one micro-batch split; not worth it
+            elif self.full_eager_steps >= GRAPH_WARMUP_STEPS and self.graph is None:
+                self.capture(batch)
+        if self.graph is not None and full:
+            return self.replay(self.graph, batch)
+        if self.mode != "probing":
+            return self.eager_step(batch)
+        return self.timed_eager_step(batch, full)
 
-    def run_step(batch: torch.Tensor) -> torch.Tensor:
-        nonlocal mode, graph, graph_error, full_eager_steps
-        full = len(batch) == config.batch_size
-        if mode == "probing" and full and micro < config.batch_size:
-            mode = "eager"  # accumulation: a graph would fix one micro-batch split; not worth it
-        if mode == "probing" and full and full_eager_steps >= GRAPH_WARMUP_STEPS and graph is None:
-            torch.cuda.synchronize(dev)
-            adamw.zero_grad(set_to_none=True)
-            try:
-                graph = CapturedStep(step_body, batch)
-            except RuntimeError as exc:
-                if step_mode == "cuda_graph" and not is_out_of_memory(exc):
-                    raise
-                graph, mode = None, "eager"
-                graph_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-                adamw.zero_grad(set_to_none=True)
+    def capture(self, batch: torch.Tensor) -> None:
+        torch.cuda.synchronize(self.dev)
+        self.adamw.zero_grad(set_to_none=True)
+        try:
+            self.graph = CapturedStep(self.step_body, batch)
+        except RuntimeError as exc:
+            if self.step_mode == "cuda_graph" and not is_out_of_memory(exc):
+                raise
+            self.graph, self.mode = None, "eager"
+            self.graph_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            self.adamw.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+
+    def replay(self, graph: CapturedStep, batch: torch.Tensor) -> torch.Tensor:
+        if self.mode != "probing":
+            return graph(batch)
+        torch.cuda.synchronize(self.dev)
+        tick = time.perf_counter()
+        loss = graph(batch)
+        torch.cuda.synchronize(self.dev)
+        self.graph_times.append(time.perf_counter() - tick)
+        if len(self.graph_times) > GRAPH_PROBE_STEPS:  # the first replay pays one-off costs: not counted
+            replay_s, eager_s = min(self.graph_times[1:]), min(self.eager_times) if self.eager_times else math.inf
+            if self.step_mode == "cuda_graph" or replay_s < GRAPH_MIN_GAIN * eager_s:
+                self.mode = "cuda_graph"
+            else:
+                self.mode, self.graph = "eager", None
                 torch.cuda.empty_cache()
-        if graph is not None and full:
-            timed = mode == "probing"
-            if timed:
-                torch.cuda.synchronize(dev)
-                tick = time.perf_counter()
-            loss = graph(batch)
-            if timed:
-                torch.cuda.synchronize(dev)
-                graph_times.append(time.perf_counter() - tick)
-                if len(graph_times) > GRAPH_PROBE_STEPS:  # the first replay pays one-off costs: not counted
-                    replay_s, eager_s = min(graph_times[1:]), min(eager_times) if eager_times else math.inf
-                    if step_mode == "cuda_graph" or replay_s < GRAPH_MIN_GAIN * eager_s:
-                        mode = "cuda_graph"
-                    else:
-                        mode, graph = "eager", None
-                        torch.cuda.empty_cache()
-            return loss
-        if mode != "probing":
-            return eager_step(batch)
-        assert side_stream is not None
-        side_stream.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side_stream):
-            timed = full and full_eager_steps > 0  # the first step allocates AdamW's state: not counted
-            if timed:
-                torch.cuda.synchronize(dev)
-                tick = time.perf_counter()
-            loss = eager_step(batch)
-            if timed:
-                torch.cuda.synchronize(dev)
-                eager_times.append(time.perf_counter() - tick)
-        torch.cuda.current_stream(dev).wait_stream(side_stream)
-        full_eager_steps += full
         return loss
 
-    def predict(positions: torch.Tensor) -> torch.Tensor:
+    def timed_eager_step(self, batch: torch.Tensor, full: bool) -> torch.Tensor:
+        """An eager step on the side stream while probing, timed when it is a full, warm one."""
+        assert self.side_stream is not None
+        self.side_stream.wait_stream(torch.cuda.current_stream(self.dev))
+        with torch.cuda.stream(self.side_stream):
+            timed = full and self.full_eager_steps > 0  # the first step allocates AdamW's state: not counted
+            if timed:
+                torch.cuda.synchronize(self.dev)
+                tick = time.perf_counter()
+            loss = self.eager_step(batch)
+            if timed:
+                torch.cuda.synchronize(self.dev)
+                self.eager_times.append(time.perf_counter() - tick)
+        torch.cuda.current_stream(self.dev).wait_stream(self.side_stream)
+        self.full_eager_steps += full
+        return loss
+
+    def predict(self, positions: torch.Tensor) -> torch.Tensor:
         """Probabilities for `positions` as a float64 device tensor (no host sync here)."""
-        nonlocal micro
-        model.eval()
+        self.model.eval()
         while True:
             try:
-                with torch.no_grad(), autocast:
-                    logits = [forward(data.windows(chunk)).float() for chunk in positions.split(micro * EVAL_BATCH_FACTOR)]
+                with torch.no_grad(), self.autocast:
+                    logits = [self.forward(self.data.windows(chunk)).float() for chunk in positions.split(self.micro * EVAL_BATCH_FACTOR)]
                 break
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
                     raise
-                micro = halve_micro_batch(micro, dev, "evaluation")
-        model.train()
+                self.micro = halve_micro_batch(self.micro, self.dev, "evaluation")
+        self.model.train()
         return torch.sigmoid(torch.cat(logits)).double()
 
-    val_labels = samples.labels[samples.index["val"]]
-    epochs: list[EpochMetrics] = []
-    epoch_metrics: list[dict[str, float]] = []
-    best_epoch, best_value = 0, -math.inf if maximize else math.inf
-    best_state: dict[str, torch.Tensor] | None = None  # score_test: the best epoch's weights, on the host
-    collapsed_streak = 0
-    train_seconds, samples_seen, step, lr = 0.0, 0, 0, config.learning_rate
-    model.train()
-    for epoch in range(1, config.max_epochs + 1):
-        epoch_start = time.perf_counter()
-        order = train_positions[torch.randperm(n_train, generator=shuffle, device=dev)]
-        loss_sum = torch.zeros((), device=dev)
-        for batch in order.split(config.batch_size):
-            if should_stop is not None and should_stop():
-                raise TrialInterrupted(f"stopped on request at epoch {epoch}, step {step}")
-            lr = lr_at(step, config.learning_rate, warmup_steps, total_steps)
-            set_learning_rate(adamw, lr)
-            batch_loss = run_step(batch)
-            loss_sum += batch_loss * len(batch)
-            step += 1
-            if on_step is not None:
-                on_step(step)  # optimizer steps so far in this trial (the worker's liveness counter)
-            if step % NAN_CHECK_EVERY == 0:
-                check_finite(loss_sum, epoch, step)
-        if on_cuda:  # the epoch's training time, for samples/s (one sync per epoch)
-            torch.cuda.synchronize(dev)
-        train_seconds += time.perf_counter() - epoch_start
-        samples_seen += n_train
-        # One device-to-host copy per epoch: the training loss and every validation probability.
-        val_probs = predict(data.index["val"])
-        on_host = torch.cat([loss_sum.double().reshape(1), val_probs]).cpu().numpy()
-        train_loss, probs = float(on_host[0]) / n_train, on_host[1:]
-        if not math.isfinite(train_loss):
-            raise optuna.TrialPruned(f"diverged: non-finite training loss by epoch {epoch}, step {step}")
+    def final_mode(self) -> str:
+        """The trial ended before the probe decided: say what its steps mostly were."""
+        if self.mode == "probing":
+            return "cuda_graph" if self.graph is not None else "eager"
+        return self.mode
 
+
+class Trainer:
+    """One trial's training run: the data and model on the device, the epoch loop, the best epoch."""
+
+    def __init__(self, config: TrialConfig, samples: Samples, options: TrainOptions) -> None:
+        check_request(config, samples, options)
+        self.started = time.perf_counter()
+        self.config, self.samples, self.options = config, samples, options
+        self.dev = torch.device(options.device)
+        self.on_cuda = self.dev.type == "cuda"
+        self.maximize = OBJECTIVES[options.objective] == "maximize"
+        self.implementation = options.optimizer or default_optimizer(self.dev)
+        if options.step_mode == "cuda_graph" and (not self.on_cuda or options.compile or self.implementation != "fused"):
+            raise ValueError("step_mode 'cuda_graph' needs a CUDA device, the fused optimizer and no torch.compile")
+        torch.manual_seed(config.seed)
+        if self.on_cuda:
+            torch.cuda.reset_peak_memory_stats(self.dev)
+            torch.backends.cuda.matmul.allow_tf32 = True
+        self.data = DeviceData(samples, self.dev)
+        self.model = build_model(config, self.dev)
+        self.steps = Steps(self.model, self.data, config, options, self.implementation)
+        self.n_train = len(self.data.index["train"])
+        self.steps_per_epoch = math.ceil(self.n_train / config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.max_epochs
+        self.warmup_steps = round(config.warmup_frac * self.total_steps)
+        self.shuffle = torch.Generator(device=self.dev).manual_seed(config.seed)
+        self.val_labels = samples.labels[samples.index["val"]]
+        self.epochs: list[EpochMetrics] = []
+        self.epoch_metrics: list[dict[str, float]] = []
+        self.best_epoch, self.best_value = 0, -math.inf if self.maximize else math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None  # the best epoch's weights, on the host
+        self.collapsed_streak = 0
+        self.train_seconds, self.samples_seen, self.step, self.lr = 0.0, 0, 0, config.learning_rate
+
+    def fit(self) -> None:
+        """Epochs until the last one or early stopping; pruning and failures raise."""
+        self.model.train()
+        for epoch in range(1, self.config.max_epochs + 1):
+            epoch_start = time.perf_counter()
+            loss_sum = self.train_epoch(epoch, epoch_start)
+            metrics = self.validate(epoch, epoch_start, loss_sum)
+            if self.keep_if_best(epoch, metrics):
+                break
+
+    def train_epoch(self, epoch: int, epoch_start: float) -> torch.Tensor:
+        """One pass over the shuffled training split; returns the summed loss (on the device)."""
+        positions = self.data.index["train"]
+        order = positions[torch.randperm(self.n_train, generator=self.shuffle, device=self.dev)]
+        loss_sum = torch.zeros((), device=self.dev)
+        for batch in order.split(self.config.batch_size):
+            if self.options.should_stop is not None and self.options.should_stop():
+                raise TrialInterrupted(f"stopped on request at epoch {epoch}, step {self.step}")
+            self.lr = lr_at(self.step, self.config.learning_rate, self.warmup_steps, self.total_steps)
+            loss_sum += self.steps.run(batch, self.lr) * len(batch)
+            self.step += 1
+            if self.options.on_step is not None:
+                self.options.on_step(self.step)  # optimizer steps so far in this trial (the worker's liveness counter)
+            if self.step % NAN_CHECK_EVERY == 0:
+                check_finite(loss_sum, epoch, self.step)
+        if self.on_cuda:  # the epoch's training time, for samples/s (one sync per epoch)
+            torch.cuda.synchronize(self.dev)
+        self.train_seconds += time.perf_counter() - epoch_start
+        self.samples_seen += self.n_train
+        return loss_sum
+
+    def validate(self, epoch: int, epoch_start: float, loss_sum: torch.Tensor) -> dict[str, float]:
+        """The epoch's validation metrics, recorded and handed to `on_epoch` (which may prune)."""
+        # One device-to-host copy per epoch: the training loss and every validation probability.
+        val_probs = self.steps.predict(self.data.index["val"])
+        on_host = torch.cat([loss_sum.double().reshape(1), val_probs]).cpu().numpy()
+        train_loss, probs = float(on_host[0]) / self.n_train, on_host[1:]
+        if not math.isfinite(train_loss):
+            raise optuna.TrialPruned(f"diverged: non-finite training loss by epoch {epoch}, step {self.step}")
         if not np.all(np.isfinite(probs)):
             raise optuna.TrialPruned(f"diverged: non-finite validation predictions at epoch {epoch}")
-        metrics = binary_metrics(val_labels, probs)
-        epoch_metrics.append(metrics)
+        metrics = binary_metrics(self.val_labels, probs)
+        self.epoch_metrics.append(metrics)
         record = EpochMetrics(
             epoch=epoch,
             train_loss=train_loss,
             val_loss=metrics["val_loss"],
             val_auc=metrics["val_auc"],
-            learning_rate=lr,
+            learning_rate=self.lr,
             seconds=time.perf_counter() - epoch_start,
         )
-        epochs.append(record)
-        if on_epoch is not None:
-            on_epoch(record)  # may raise optuna.TrialPruned: let it propagate
+        self.epochs.append(record)
+        if self.options.on_epoch is not None:
+            self.options.on_epoch(record)  # may raise optuna.TrialPruned: let it propagate
+        return metrics
 
-        collapsed_streak = collapsed_streak + 1 if metrics["pred_std"] < COLLAPSE_STD else 0
-        if collapsed_streak >= config.patience:
+    def keep_if_best(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Track the best epoch (and its weights when asked); True when training should stop early."""
+        self.collapsed_streak = self.collapsed_streak + 1 if metrics["pred_std"] < COLLAPSE_STD else 0
+        if self.collapsed_streak >= self.config.patience:
             raise optuna.TrialPruned(
                 f"collapsed: validation predictions constant (std {metrics['pred_std']:.2e} < {COLLAPSE_STD:g}) "
-                f"for {collapsed_streak} epochs, mean {metrics['pred_mean']:.4f}"
+                f"for {self.collapsed_streak} epochs, mean {metrics['pred_mean']:.4f}"
             )
-        value = metrics[objective]
-        if (value > best_value) if maximize else (value < best_value):
-            best_epoch, best_value = epoch, value
-            if keep_best_state or score_test:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if epoch - best_epoch >= config.patience:
-            break
+        value = metrics[self.options.objective]
+        if (value > self.best_value) if self.maximize else (value < self.best_value):
+            self.best_epoch, self.best_value = epoch, value
+            if self.options.keep_best_state or self.options.score_test:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        return epoch - self.best_epoch >= self.config.patience
 
-    best = epoch_metrics[best_epoch - 1]
-    if best["pred_std"] < COLLAPSE_STD:
-        raise optuna.TrialPruned(
-            f"collapsed: validation predictions at the best epoch {best_epoch} are constant "
-            f"(std {best['pred_std']:.2e} < {COLLAPSE_STD:g})"
+    def result(self) -> TrialResult:
+        """The best epoch's metrics (and, with score_test, its test predictions) and the values used."""
+        best = self.epoch_metrics[self.best_epoch - 1]
+        if best["pred_std"] < COLLAPSE_STD:
+            raise optuna.TrialPruned(
+                f"collapsed: validation predictions at the best epoch {self.best_epoch} are constant "
+                f"(std {best['pred_std']:.2e} < {COLLAPSE_STD:g})"
+            )
+        mode = self.steps.final_mode()
+        test_predictions = None
+        if self.options.score_test:  # once, after training, with the weights of the epoch chosen on validation
+            if self.best_state is None:
+                raise TrialFailed("no epoch improved the objective: nothing to score on test")
+            self.model.load_state_dict(self.best_state)
+            test_predictions = self.steps.predict(self.data.index["test"]).cpu().numpy()  # one host copy, after training
+        return TrialResult(
+            metrics=best,
+            objective_value=self.best_value,
+            best_epoch=self.best_epoch,
+            epochs_run=len(self.epochs),
+            n_params=n_params(self.model),
+            values_used=self.values_used(mode),
+            duration_s=time.perf_counter() - self.started,
+            samples_per_s=self.samples_seen / self.train_seconds,
+            peak_memory_mb=peak_memory_mb(self.dev),
+            device=device_name(self.dev),
+            epochs=self.epochs,
+            best_state=self.best_state,
+            test_predictions=test_predictions,
         )
-    if mode == "probing":  # the trial ended before the probe decided: say what its steps mostly were
-        mode = "cuda_graph" if graph is not None else "eager"
-    test_predictions = None
-    if score_test:  # once, after training, with the weights of the epoch chosen on validation
-        if best_state is None:
-            raise TrialFailed("no epoch improved the objective: nothing to score on test")
-        model.load_state_dict(best_state)
-        test_predictions = predict(data.index["test"]).cpu().numpy()  # one host copy, after training
-    values_used = {
-        **config.training_values(),
-        "micro_batch": micro,
-        "grad_accum": math.ceil(config.batch_size / micro),
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
-        "warmup_steps": warmup_steps,
-        "objective": objective,
-        "precision": "bf16-autocast" if on_cuda else "fp32",
-        "compile": compile,
-        "optimizer": implementation,
-        "step_mode": mode,
-        "step_ms_eager": 1000 * min(eager_times) if eager_times else None,
-        "step_ms_graph": 1000 * min(graph_times[1:]) if len(graph_times) > 1 else None,
-        "n_train": n_train,
-        "n_val": len(val_labels),
-    }
-    if graph_error is not None:
-        values_used["graph_error"] = graph_error
-    result = TrialResult(
-        metrics=best,
-        objective_value=best_value,
-        best_epoch=best_epoch,
-        epochs_run=len(epochs),
-        n_params=n_params(model),
-        values_used=values_used,
-        duration_s=time.perf_counter() - started,
-        samples_per_s=samples_seen / train_seconds,
-        peak_memory_mb=peak_memory_mb(dev),
-        device=device_name(dev),
-        epochs=epochs,
-        best_state=best_state,
-        test_predictions=test_predictions,
-    )
-    return result, model
+
+    def values_used(self, mode: str) -> dict[str, Any]:
+        """Every value the trial actually trained with, beside the sampled ones."""
+        steps, micro = self.steps, self.steps.micro
+        values = {
+            **self.config.training_values(),
+            "micro_batch": micro,
+            "grad_accum": math.ceil(self.config.batch_size / micro),
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "objective": self.options.objective,
+            "precision": "bf16-autocast" if self.on_cuda else "fp32",
+            "compile": self.options.compile,
+            "optimizer": self.implementation,
+            "step_mode": mode,
+            "step_ms_eager": 1000 * min(steps.eager_times) if steps.eager_times else None,
+            "step_ms_graph": 1000 * min(steps.graph_times[1:]) if len(steps.graph_times) > 1 else None,
+            "n_train": self.n_train,
+            "n_val": len(self.val_labels),
+        }
+        if steps.graph_error is not None:
+            values["graph_error"] = steps.graph_error
+        return values
 
 
 def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:

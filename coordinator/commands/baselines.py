@@ -13,9 +13,9 @@ from coordinator.data.registry import load_dataset
 from coordinator.data.samples import make_samples
 from coordinator.data.splits import default_splits
 from coordinator.errors import UserError
-from coordinator.evaluation.baselines import compute_baselines, store_baselines
+from coordinator.evaluation.baselines import fit_baselines
 from coordinator.studies.datasets import resolve_dataset
-from coordinator.studies.presets import CONTEXT, MAX_HORIZON, THRESHOLD
+from coordinator.studies.presets import MAX_HORIZON
 
 BASELINE_COLUMNS = ("model", "n_train", "n_val", "n_test", "val_auc", "val_pr_auc", "val_loss", "test_auc")
 
@@ -36,13 +36,12 @@ def baselines_command(
         data = load_dataset(engine, ref.name, ref.version)
         splits = default_splits(data.frame.index)
         # Every gate runs before anything is written: bad input changes nothing.
-        samples = {h: make_samples(data, h, splits, context=CONTEXT, threshold=THRESHOLD) for h in unique_ints(wanted)}
+        samples = {h: make_samples(data, h, splits) for h in unique_ints(wanted)}
         rows = []
         with progress_bar() as bar:
             task = bar.add_task(f"baselines on {ref}", total=len(samples))
             for h, these in samples.items():
-                results = compute_baselines(these)
-                store_baselines(engine, data, h, results)
+                results = fit_baselines(engine, data, h, these)
                 rows += [{"dataset": str(ref), "horizon": h, **{k: r[k] for k in BASELINE_COLUMNS}} for r in results]
                 bar.advance(task)
     if format == OutputFormat.json:

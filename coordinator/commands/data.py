@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -14,12 +16,11 @@ from rich.table import Table
 
 from coordinator.commands.kit import OutputFormat, open_engine, progress_bar
 from coordinator.data import features, registry, series
-from coordinator.data.labels import positive_rate, threshold_label
+from coordinator.data.labels import THRESHOLD, positive_rate, threshold_label
 from coordinator.data.synth import synthetic_series
 from coordinator.errors import UserError, require_extra
 
 SUMMARY_HORIZONS = (1, 3, 5)
-SUMMARY_THRESHOLD = 0.01
 
 data_app = typer.Typer(help="Data: import, fetch or synthesise raw series; build and list datasets.", no_args_is_help=True)
 
@@ -158,9 +159,9 @@ def print_dataset_summary(dataset: registry.Dataset, created: bool) -> None:
     typer.echo(f"  columns  {len(dataset.input_columns)}: {', '.join(dataset.input_columns)}")
     close, high = frame["close"].to_numpy(), frame["high"].to_numpy()
     rates = "  ".join(
-        f"H={h} {positive_rate(threshold_label(close, high, h, SUMMARY_THRESHOLD)):.1%}" for h in SUMMARY_HORIZONS
+        f"H={h} {positive_rate(threshold_label(close, high, h, THRESHOLD)):.1%}" for h in SUMMARY_HORIZONS
     )
-    typer.echo(f"  labels   positive rate at threshold {SUMMARY_THRESHOLD:.0%}: {rates}")
+    typer.echo(f"  labels   positive rate at threshold {THRESHOLD:.0%}: {rates}")
 
 
 @data_app.command("list")
@@ -180,8 +181,6 @@ def list_command(
         return
     if format == OutputFormat.csv:
         # One table per call keeps CSV rectangular: the datasets (what commands take as --dataset).
-        import csv
-        import sys
 
         columns = ["name", "version", "tier", "rows", "start_date", "end_date", "sha256", "sources", "created_at"]
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n", extrasaction="ignore")

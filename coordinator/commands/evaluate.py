@@ -16,12 +16,16 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 
-from coordinator.commands.kit import database_url
+from coordinator.commands.kit import database_url, progress_bar
 from coordinator.errors import UserError
 from coordinator.evaluation.plan import StudyEvaluation, payloads, record_protocol
 from coordinator.evaluation.protocol import EvaluationProtocol, make_protocol
-from coordinator.lifecycle.claims import StudyEntry
-from coordinator.lifecycle.ledger import EVALUATION
+from coordinator.evaluation.summary import compute_verdicts, store_verdicts
+from coordinator.lifecycle.claims import StudyEntry, load_studies
+from coordinator.lifecycle.ledger import EVALUATION, enqueue_items
+from coordinator.reports.answer import print_answer
+from coordinator.store import engines
+from coordinator.studies.datasets import select_dataset_rows
 from coordinator.studies.globs import split_globs
 
 console = Console(stderr=True)
@@ -29,9 +33,6 @@ console = Console(stderr=True)
 
 def select_studies(engine: sa.Engine, studies: str | None, dataset: str | None) -> list[StudyEntry]:
     """Studies matching the globs, of one dataset (refused when several and none named)."""
-    from coordinator.lifecycle.claims import load_studies
-    from coordinator.studies.datasets import select_dataset_rows
-
     globs = split_globs(studies)
     entries = load_studies(engine, ",".join(globs) if globs else None)
     if not entries:
@@ -65,8 +66,6 @@ def prepare(engine: sa.Engine, entries: list[StudyEntry], protocol: EvaluationPr
 
 def summarise(engine: sa.Engine, evaluations: list[StudyEvaluation], out: Console) -> None:
     """Compute, store and print the verdicts of the datasets these evaluations belong to."""
-    from coordinator.reports.answer import print_answer
-
     store_answers(engine, evaluations)
     for name, version in sorted({(e.entry.spec.dataset.name, e.entry.spec.dataset.version) for e in evaluations}):
         print_answer(engine, name, version, out)
@@ -92,8 +91,6 @@ def evaluate_command(
 ) -> None:
     """Re-train each finished study's top-k configurations with fresh seeds, score them once on the
     test split, and print test AUC with intervals, baselines and the scaling verdict per horizon."""
-    from coordinator.store import engines
-
     url = database_url(ctx)
     protocol = make_protocol(preset, k=k, n_seeds=seeds)
     engine = engines.connect(url)
@@ -116,8 +113,6 @@ def evaluate_command(
 
 
 def wait_for_runs(engine: sa.Engine, evaluations: list[StudyEvaluation], poll_s: float = 2.0) -> None:
-    from coordinator.commands.kit import progress_bar
-
     with progress_bar() as bar:
         done, total = progress_line(engine, evaluations)
         task = bar.add_task("evaluation runs", total=total, completed=done)
@@ -130,8 +125,6 @@ def wait_for_runs(engine: sa.Engine, evaluations: list[StudyEvaluation], poll_s:
 def submit(engine: sa.Engine, evaluations: list[StudyEvaluation]) -> int:
     """Enqueue every study's evaluation runs as ledger items of kind "evaluation"; returns how many
     are new (slots are the payloads' fixed order, so enqueueing again adds nothing)."""
-    from coordinator.lifecycle.ledger import enqueue_items
-
     with engine.begin() as conn:
         return sum(enqueue_items(conn, EVALUATION, e.entry.name, payloads(e)) for e in evaluations)
 
@@ -149,7 +142,5 @@ def start_local(url: str, engine: sa.Engine, names: list[str], preset: str, out:
 
 def store_answers(engine: sa.Engine, evaluations: list[StudyEvaluation]) -> None:
     """Compute and store the verdicts of the datasets these evaluations belong to."""
-    from coordinator.evaluation.summary import compute_verdicts, store_verdicts
-
     for name, version in sorted({(e.entry.spec.dataset.name, e.entry.spec.dataset.version) for e in evaluations}):
         store_verdicts(engine, compute_verdicts(engine, name, version))

@@ -12,6 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import pandas as pd
 import typer
 
 from coordinator.commands.kit import engine_for
@@ -34,8 +35,6 @@ def export_command(
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="NAME[:VERSION], or all; required when the studies use several datasets.")] = None,
 ) -> None:
     """Trial results (every state, every metric) for pandas, R or a spreadsheet."""
-    import pandas as pd
-
     if format == ExportFormat.parquet and out is None:
         raise UserError("--format parquet needs --out FILE")
     if out is not None and out.is_dir():

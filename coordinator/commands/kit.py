@@ -17,6 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
 from coordinator.store import engines
@@ -94,9 +96,6 @@ def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
 def progress_bar() -> Any:
     """A rich progress display with ETA on stderr (stdout stays clean for tables, csv and json);
     it disappears when done, so only results remain on screen. Only on a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     console = Console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),

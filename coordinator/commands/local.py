@@ -32,15 +32,20 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from coordinator.commands.evaluate import start_local, store_answers
 from coordinator.commands.kit import database_url, plural
 from coordinator.commands.studies import run_create_studies
+from coordinator.data import registry, series
+from coordinator.data.location import find_real_bars, real_data_dir
+from coordinator.data.synth import synthetic_bars
 from coordinator.errors import UserError
 from coordinator.lifecycle.settings import Device
+from coordinator.reports.answer import print_answer
 from coordinator.reports.html import write_report
 from coordinator.reports.queries import leaderboard, study_progress
 from coordinator.reports.terminal import format_duration, format_number, leaderboard_table
 from coordinator.store import embedded, engines, schema, tables, urls
-from coordinator.studies.datasets import resolve_dataset
+from coordinator.studies.datasets import registered, resolve_dataset
 from coordinator.studies.planning import MatrixRequest
 from coordinator.studies.presets import PresetName
 
@@ -76,7 +81,6 @@ def local_command(
         names = [p.spec.name for p in plans]
         failed = run_workers(url, names, workers, device.value, engine)
         if evaluate and not failed:  # the same workers, again: now they claim the evaluation runs
-            from coordinator.commands.evaluate import start_local, store_answers
 
             evaluations = start_local(url, engine, names, preset.value, console)
             failed += run_workers(url, names, workers, device.value, engine)
@@ -84,8 +88,6 @@ def local_command(
         show_results(engine, names, report_dir, chosen)
         counts = final_counts(engine, names)
         if evaluate:
-            from coordinator.reports.answer import print_answer
-
             ref = plans[0].spec.dataset
             print_answer(engine, ref.name, ref.version, Console())
     finally:
@@ -118,7 +120,6 @@ def choose_dataset(engine: sa.Engine, given: str | None) -> str:
         return in_use[0]
     if len(in_use) > 1:
         raise UserError(f"the existing studies use {len(in_use)} datasets ({', '.join(in_use)}): choose one with --dataset NAME[:VERSION]")
-    from coordinator.studies.datasets import registered
 
     if registered(engine):
         ref = resolve_dataset(engine, None)  # the only one, or a refusal with the list
@@ -129,9 +130,6 @@ def choose_dataset(engine: sa.Engine, given: str | None) -> str:
 
 def first_dataset(engine: sa.Engine) -> str:
     """Register and build the first dataset: real SPY when it can be found or fetched, else synthetic."""
-    from coordinator.data import registry, series
-    from coordinator.data.location import find_real_bars, real_data_dir
-
     real = find_real_bars(say=lambda text: console.print(f"[bold]data[/] {text}"))
     if real is not None:
         console.print(f"[bold]dataset[/] none yet: importing SPY from {real.origin} and building it")
@@ -140,8 +138,6 @@ def first_dataset(engine: sa.Engine) -> str:
             registry.register_series(engine, "VIX", series.read_bars(real.vix, repair_ohlc=True), source=str(real.vix))
         dataset, _ = registry.build_dataset(engine, "SPY")
     else:
-        from coordinator.data.synth import synthetic_bars
-
         console.print(
             f"[bold red]WARNING: no real data (nothing in {real_data_dir()} or data/, and no download): "
             "using a SYNTHETIC market series. Results on it say nothing about real markets. "
@@ -239,7 +235,6 @@ def progress_table(engine: sa.Engine, names: list[str]) -> Table:
 
 
 def compact_status_table(rows: list[dict[str, Any]]) -> Table:
-
     prefix = common_prefix([r["study_name"] for r in rows])
     table = Table(title=f"studies {prefix}*" if prefix else "studies", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("study", "done/target", "ok", "pruned", "failed", "running", "best", "ETA"):

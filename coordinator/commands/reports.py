@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 
@@ -37,41 +39,50 @@ def console() -> Console:
 
 def status_command(ctx: typer.Context, studies: StudiesGlob = None, dataset: DatasetOption = None, format: FormatOption = OutputFormat.table) -> None:
     """Progress per study: target, complete, pruned, failed, running, best, ETA."""
-    engine = open_engine(ctx)
-    try:
-        rows = select_dataset_rows(study_progress(engine, studies), dataset, explicit_studies=studies is not None)
-        columns = view_columns(engine, "study_progress")
-    finally:
-        engine.dispose()
-    # Everything is read and checked before the first line is printed.
-    if format == OutputFormat.csv:
-        typer.echo(leaderboard_csv(rows, columns), nl=False)
-    elif format == OutputFormat.json:
-        typer.echo(leaderboard_json(rows))
-    elif not rows:
+    rows, columns = read_view(ctx, "study_progress", study_progress, studies, dataset)
+    if echo_for_programs(rows, columns, format):
+        return
+    if not rows:
         typer.echo("no studies yet: create them with `coordinator create-studies`")
-    else:
-        out = console()
-        out.print(status_table(rows))
-        out.print(status_summary(rows))
+        return
+    out = console()
+    out.print(status_table(rows))
+    out.print(status_summary(rows))
 
 
 def leaderboard_command(ctx: typer.Context, format: FormatOption = OutputFormat.table, studies: StudiesGlob = None, dataset: DatasetOption = None) -> None:
     """The best COMPLETE trial of every study (by the study's own direction)."""
-    engine = open_engine(ctx)
-    try:
-        rows = select_dataset_rows(leaderboard(engine, studies), dataset, explicit_studies=studies is not None)
-        columns = view_columns(engine, "leaderboard")
-    finally:
-        engine.dispose()
-    if format == OutputFormat.csv:
-        typer.echo(leaderboard_csv(rows, columns), nl=False)
-    elif format == OutputFormat.json:
-        typer.echo(leaderboard_json(rows))
-    elif rows:
+    rows, columns = read_view(ctx, "leaderboard", leaderboard, studies, dataset)
+    if echo_for_programs(rows, columns, format):
+        return
+    if rows:
         console().print(leaderboard_table(rows))
     else:
         typer.echo("no COMPLETE trial yet")
+
+
+def read_view(
+    ctx: typer.Context, view: str, read: Callable[[sa.Engine, str | None], list[dict[str, Any]]], studies: str | None, dataset: str | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The view's rows for the chosen studies and dataset, and its columns: everything is read and
+    checked before the first line is printed."""
+    engine = open_engine(ctx)
+    try:
+        rows = select_dataset_rows(read(engine, studies), dataset, explicit_studies=studies is not None)
+        return rows, view_columns(engine, view)
+    finally:
+        engine.dispose()
+
+
+def echo_for_programs(rows: list[dict[str, Any]], columns: list[str], format: OutputFormat) -> bool:
+    """Print csv or json and say so; False for the table format, which each command prints its own way."""
+    if format == OutputFormat.csv:
+        typer.echo(leaderboard_csv(rows, columns), nl=False)
+        return True
+    if format == OutputFormat.json:
+        typer.echo(leaderboard_json(rows))
+        return True
+    return False
 
 
 def report_command(

@@ -16,9 +16,6 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.commands.kit import database_url, progress_bar
-from coordinator.data.registry import load_dataset
-from coordinator.data.samples import make_samples
-from coordinator.data.splits import Splits
 from coordinator.errors import UserError
 from coordinator.evaluation import baselines
 from coordinator.lifecycle import amendments, claims, optuna_adapter, reaper
@@ -38,11 +35,8 @@ def compute_missing_baselines(engine: sa.Engine, plans: list[PlannedStudy]) -> l
     with progress_bar() as bar:
         task = bar.add_task("baselines", total=len(keyed))
         for spec in keyed.values():
-            dataset = load_dataset(engine, spec.dataset.name, spec.dataset.version)
-            if not baselines.has_baselines(engine, dataset, spec.horizon):
-                samples = make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
-                baselines.store_baselines(engine, dataset, spec.horizon, baselines.compute_baselines(samples))
-                done.append(f"{dataset.name}:{dataset.version} h{spec.horizon}")
+            if baselines.ensure_baselines(engine, spec)[1]:
+                done.append(f"{spec.dataset.name}:{spec.dataset.version} h{spec.horizon}")
             bar.advance(task)
     return done
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+THRESHOLD = 0.01  # the study label's rise: 1% (`threshold_1pct`)
 
-def threshold_label(close: np.ndarray, high: np.ndarray, horizon: int, threshold: float = 0.01) -> np.ndarray:
+
+def threshold_label(close: np.ndarray, high: np.ndarray, horizon: int, threshold: float = THRESHOLD) -> np.ndarray:
     """float64 labels in {0, 1}, NaN where t + horizon is past the end."""
     close = np.asarray(close, dtype=np.float64)
     high = np.asarray(high, dtype=np.float64)

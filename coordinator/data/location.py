@@ -15,7 +15,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.errors import UserError
+from coordinator.data import series
+from coordinator.errors import UserError, require_extra
 
 ENV_DATA = "SCALESWEEP_DATA"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -61,9 +62,6 @@ def find_real_bars(allow_fetch: bool = True, say: object = print) -> RealBars | 
 
 def fetch_into(folder: Path, say: object = print) -> None:
     """Download SPY and ^VIX, validate them like an import, write SPY.csv and VIX.csv (both or neither)."""
-    from coordinator.data import series
-    from coordinator.errors import require_extra
-
     require_extra("yfinance", "fetch", "downloading SPY and ^VIX")
     say(f"no real data in {real_data_dir()}: downloading SPY and ^VIX with yfinance into {folder}")  # type: ignore[operator]
     fetched = {

@@ -58,6 +58,19 @@ def missing_tables_hint(exc: sa.exc.ProgrammingError) -> UserError:
     return UserError(f"the data tables are missing: run `coordinator db init` first ({exc.orig.__class__.__name__})")
 
 
+def newest_version(
+    conn: sa.Connection, lock_key: str, table: sa.Table, where: sa.ColumnElement[bool], *columns: sa.Column
+) -> tuple[sa.Row | None, int]:
+    """The newest version's row under `where` (None when there is none) and the number the next one gets.
+
+    Versions are immutable: the caller reuses the newest when its content is the same, else stores
+    the next. The lock on `lock_key` (held to the end of the transaction) keeps two writers from
+    taking the same number."""
+    lock(conn, lock_key)
+    latest = conn.execute(sa.select(table.c.version, *columns).where(where).order_by(table.c.version.desc()).limit(1)).first()
+    return latest, 1 if latest is None else latest.version + 1
+
+
 def register_series(engine: sa.Engine, symbol: str, bars: Bars, source: str) -> SeriesVersion:
     """Store bars as the next version of `symbol`, unless they equal its latest version."""
     symbol = normalise_symbol(symbol)
@@ -66,13 +79,9 @@ def register_series(engine: sa.Engine, symbol: str, bars: Bars, source: str) -> 
     t = series_table
     try:
         with engine.begin() as conn:
-            lock(conn, f"series.{symbol}")
-            latest = conn.execute(
-                sa.select(t.c.id, t.c.version, t.c.sha256).where(t.c.symbol == symbol).order_by(t.c.version.desc()).limit(1)
-            ).first()
+            latest, version = newest_version(conn, f"series.{symbol}", t, t.c.symbol == symbol, t.c.id, t.c.sha256)
             if latest is not None and latest.sha256 == sha:
                 return SeriesVersion(latest.id, symbol, latest.version, sha, frame, created=False)
-            version = 1 if latest is None else latest.version + 1
             new_id = conn.execute(
                 t.insert()
                 .values(
@@ -184,17 +193,10 @@ def register_dataset(engine: sa.Engine, name: str, frame: pd.DataFrame, meta: di
     columns = [str(c) for c in frame.columns]
     t = datasets_table
     with engine.begin() as conn:
-        lock(conn, f"dataset.{name}")
-        latest = conn.execute(
-            sa.select(t.c.version, t.c.sha256, t.c.sources, t.c.meta, t.c.created_at)
-            .where(t.c.name == name)
-            .order_by(t.c.version.desc())
-            .limit(1)
-        ).first()
+        latest, version = newest_version(conn, f"dataset.{name}", t, t.c.name == name, t.c.sha256, t.c.sources, t.c.meta, t.c.created_at)
         if latest is not None and latest.sha256 == sha and latest.sources == meta["sources"]:
             stored_meta = {**latest.meta, "created_at": latest.created_at.isoformat()}
             return Dataset(name, latest.version, sha, frame, columns, stored_meta), False
-        version = 1 if latest is None else latest.version + 1
         created_at = conn.execute(
             t.insert()
             .values(

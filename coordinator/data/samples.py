@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coordinator.data.labels import threshold_label
+from coordinator.data.labels import THRESHOLD, threshold_label
 from coordinator.data.registry import Dataset
 from coordinator.data.splits import SPLIT_NAMES, Splits
 from coordinator.errors import UserError
 
 MIN_VAL_SAMPLES = 200
+CONTEXT = 60  # days of history per sample (the model's input window)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def split_positions(dates: np.ndarray, start: str, end: str, context: int, horiz
 
 
 def make_samples(
-    dataset: Dataset, horizon: int, splits: Splits, context: int = 60, threshold: float = 0.01
+    dataset: Dataset, horizon: int, splits: Splits, context: int = CONTEXT, threshold: float = THRESHOLD
 ) -> Samples:
     """Features, labels for `horizon` and the samples of each split; refuses unusable splits."""
     if horizon < 1 or context < 1:

@@ -23,18 +23,20 @@ Stored per (dataset name, dataset version, horizon, model) in the `baselines` ta
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
+from threadpoolctl import threadpool_limits
 
+from coordinator.data.registry import Dataset, load_dataset
+from coordinator.data.samples import Samples
 from coordinator.store.tables import baselines
 from coordinator.studies.metrics import binary_metrics
-
-if TYPE_CHECKING:
-    from coordinator.data.registry import Dataset
-    from coordinator.data.samples import Samples
+from coordinator.studies.samples import study_samples
+from coordinator.studies.spec import StudySpec
 
 
 MODELS = ("logistic_regression", "gradient_boosting", "volatility", "base_rate")
@@ -87,8 +89,6 @@ def stationary_features(samples: Samples) -> tuple[np.ndarray, list[str]]:
     Every value on day t uses days <= t only (trailing windows); the first days are NaN and are
     never a sample (samples start `context` days in).
     """
-    import pandas as pd
-
     frame = pd.DataFrame(samples.features.astype(np.float64), columns=samples.input_columns)
     close = frame["close"]
     log_return = np.log(close).diff()
@@ -138,8 +138,6 @@ def last_day_features(samples: Samples, columns: tuple[str, ...] | None = None) 
 
 def compute_baselines(samples: Samples) -> list[dict[str, Any]]:
     """One dict per model: n_* sizes, val_* and pred_* (as trials), test_* and test_pred_*."""
-    from threadpoolctl import threadpool_limits
-
     inputs = {"all": last_day_features(samples), "volatility": last_day_features(samples, VOLATILITY_INPUTS)}
     results = []
     for name in MODELS:
@@ -196,6 +194,31 @@ def store_baselines(engine: sa.Engine, dataset: Dataset, horizon: int, results: 
             ),
             rows,
         )
+
+
+def fit_baselines(engine: sa.Engine, dataset: Dataset, horizon: int, samples: Samples) -> list[dict[str, Any]]:
+    """Fit every baseline on `samples` and store them, replacing that dataset version and horizon's rows."""
+    results = compute_baselines(samples)
+    store_baselines(engine, dataset, horizon, results)
+    return results
+
+
+def ensure_baselines(engine: sa.Engine, spec: StudySpec) -> tuple[list[dict[str, Any]], bool]:
+    """The baselines of the study's dataset version and horizon, fitted on the study's own test days.
+
+    They are fitted and stored first when a model is missing or was fitted on other test days.
+    Returns (rows with model, val_auc and metrics, whether they were fitted now)."""
+    dataset = load_dataset(engine, spec.dataset.name, spec.dataset.version)
+    samples = study_samples(spec, dataset)
+    where = (baselines.c.dataset_name == dataset.name, baselines.c.dataset_version == dataset.version, baselines.c.horizon == spec.horizon)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(baselines.c.model, baselines.c.val_auc, baselines.c.metrics).where(*where)).mappings().all()
+    test_days = samples.index["test"].tolist()
+    usable = [dict(r) for r in rows if r["metrics"].get("test_positions") == test_days]
+    if {r["model"] for r in usable} == set(MODELS):
+        return usable, False
+    results = fit_baselines(engine, dataset, spec.horizon, samples)
+    return [{"model": r["model"], "val_auc": r["val_auc"], "metrics": r} for r in results], True
 
 
 def best_baseline(rows: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from coordinator.errors import UserError
 from coordinator.evaluation.protocol import EvaluationProtocol
 from coordinator.lifecycle.claims import StudyEntry
-from coordinator.store.tables import evaluation_protocols, evaluation_runs
+from coordinator.lifecycle.ledger import SEARCH
+from coordinator.store.tables import attempts, evaluation_protocols, evaluation_runs, work_items
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,6 @@ def top_configurations(engine: sa.Engine, entry: StudyEntry, k: int) -> list[dic
     Read from the ledger: synthetic attempts (`worker --synthetic`, a sleep and a pseudo-objective)
     are not results and are never evaluated.
     """
-    from coordinator.lifecycle.ledger import SEARCH
-    from coordinator.store.tables import attempts, work_items
-
     a, i = attempts, work_items
     order = a.c.value.desc() if entry.spec.objective.direction == "maximize" else a.c.value.asc()
     with engine.connect() as conn:

@@ -18,6 +18,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from coordinator.errors import UserError
+from coordinator.evaluation import baselines as bl
 from coordinator.evaluation.protocol import EvaluationProtocol, wide_note_for
 from coordinator.evaluation.verdict import BaselineScores, ConfigRuns, HorizonVerdict, summarise_horizon
 from coordinator.store.tables import (
@@ -28,6 +29,7 @@ from coordinator.store.tables import (
     scaling_verdicts,
     study_specs,
 )
+from coordinator.studies.samples import load_study_samples
 from coordinator.studies.spec import StudySpec
 
 
@@ -89,7 +91,7 @@ def compute_verdicts(engine: sa.Engine, dataset_name: str, dataset_version: int 
                     test_predictions=[np.asarray(r["test_predictions"], dtype=np.float64) for r in done],
                     under_trained=sum(r["best_epoch"] == r["epochs_run"] for r in done),
                 ))
-        baselines = baseline_scores(engine, spec, positions)
+        baselines = baseline_scores(engine, spec)
         note = wide_note_for(protocol)
         if missing:
             note = "; ".join(x for x in (note, f"{missing} of {total} evaluation runs are not finished yet: partial answer") if x)
@@ -100,34 +102,14 @@ def compute_verdicts(engine: sa.Engine, dataset_name: str, dataset_version: int 
 
 def split_test_labels(engine: sa.Engine, spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
     """(positions, labels) of the study's test split, rebuilt from its dataset version."""
-    from coordinator.data.registry import load_dataset
-    from coordinator.data.samples import make_samples
-    from coordinator.data.splits import Splits
-
-    dataset = load_dataset(engine, spec.dataset.name, spec.dataset.version)
-    samples = make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
+    samples = load_study_samples(engine, spec)
     positions = samples.index["test"]
     return positions, samples.labels[positions].astype(np.float64)
 
 
-def baseline_scores(engine: sa.Engine, spec: StudySpec, positions: np.ndarray) -> list[BaselineScores]:
+def baseline_scores(engine: sa.Engine, spec: StudySpec) -> list[BaselineScores]:
     """The baselines' test predictions on the same test days; computed and stored if missing."""
-    from coordinator.data.registry import load_dataset
-    from coordinator.data.samples import make_samples
-    from coordinator.data.splits import Splits
-    from coordinator.evaluation import baselines as bl
-
-    t = bl.baselines
-    where = (t.c.dataset_name == spec.dataset.name, t.c.dataset_version == spec.dataset.version, t.c.horizon == spec.horizon)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.model, t.c.val_auc, t.c.metrics).where(*where)).mappings().all()
-    usable = [r for r in rows if r["metrics"].get("test_positions") == positions.tolist()]
-    if {r["model"] for r in usable} != set(bl.MODELS):
-        dataset = load_dataset(engine, spec.dataset.name, spec.dataset.version)
-        samples = make_samples(dataset, spec.horizon, Splits.from_dict(spec.splits), context=spec.context, threshold=spec.label.threshold)
-        results = bl.compute_baselines(samples)
-        bl.store_baselines(engine, dataset, spec.horizon, results)
-        usable = [{"model": r["model"], "val_auc": r["val_auc"], "metrics": r} for r in results]
+    usable, _ = bl.ensure_baselines(engine, spec)
     return [BaselineScores(r["model"], float(r["val_auc"]), np.asarray(r["metrics"]["test_predictions"], dtype=np.float64)) for r in usable]
 
 

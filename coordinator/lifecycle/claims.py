@@ -32,6 +32,7 @@ from coordinator.lifecycle import optuna_adapter
 from coordinator.lifecycle.ledger import SEARCH
 from coordinator.lifecycle.queries import query
 from coordinator.store import tables
+from coordinator.studies.search_space import SearchSpace, suggest
 from coordinator.studies.spec import StudySpec, claim_seed
 
 
@@ -215,8 +216,6 @@ def start(conn: sa.Connection, storage: optuna_adapter.Storage | None, entry: St
 def describe(engine: sa.Engine, claimed: ClaimedItem) -> None:
     """Sample the claimed trial's config (after COMMIT: the study's claim lock covers only the ask)
     and write its parameters, architecture and exact parameter count on the attempt."""
-    from coordinator.studies.search_space import SearchSpace, suggest
-
     config = suggest(claimed.trial, SearchSpace.from_dict(claimed.study.spec.search_space))
     claimed.config = config
     arch = config.architecture

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import optuna
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
@@ -99,7 +100,5 @@ def read_rows(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
 
 def optuna_storage(url: str, **kwargs: object) -> optuna.storages.RDBStorage:  # noqa: F821
     """Optuna's RDB storage on the same database, with the same small, self-healing pool."""
-    import optuna
-
     engine_kwargs = {"pool_size": 2, "max_overflow": 1, "pool_pre_ping": True, "pool_recycle": 1800, "connect_args": dict(CONNECT_ARGS)}
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)  # type: ignore[arg-type]

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from coordinator.data.samples import CONTEXT
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -20,7 +22,7 @@ class Architecture:
     n_heads: int
     d_ff: int
     n_features: int
-    context: int = 60
+    context: int = CONTEXT
     patch_len: int = 10
     stride: int = 5
     revin: bool = True

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from coordinator.data.registry import list_datasets
 from coordinator.errors import UserError
 from coordinator.studies.spec import DatasetRef
 
@@ -32,8 +33,6 @@ def parse_dataset_arg(text: str) -> tuple[str, int | None]:
 
 def registered(engine: sa.Engine) -> list[DatasetRef]:
     """Every registered dataset version, by name then version."""
-    from coordinator.data.registry import list_datasets
-
     return [DatasetRef(r["name"], r["version"], r["sha256"]) for r in list_datasets(engine)]
 
 

@@ -15,12 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from coordinator.data.registry import load_dataset
-from coordinator.data.samples import make_samples
+from coordinator.data.labels import THRESHOLD
+from coordinator.data.samples import CONTEXT, make_samples
 from coordinator.data.splits import default_splits
 from coordinator.errors import UserError
 from coordinator.store import tables
 from coordinator.studies.datasets import resolve_dataset
-from coordinator.studies.presets import CONTEXT, MAX_HORIZON, MAX_SEED, MAX_TRIALS, PRESETS, THRESHOLD, search_space
+from coordinator.studies.presets import MAX_HORIZON, MAX_SEED, MAX_TRIALS, PRESETS, search_space
 from coordinator.studies.search_space import budget_label, extreme_params, feasible_architectures, parse_budget
 from coordinator.studies.spec import (
     OBJECTIVES,

@@ -1,4 +1,8 @@
-"""The presets of a study matrix and the constants every study shares (one home for each).
+"""The presets of a study matrix and the limits every study request is checked against.
+
+The context length and the label threshold live with the data code that uses them
+(`coordinator.data.samples.CONTEXT`, `coordinator.data.labels.THRESHOLD`); the objectives with the
+spec (`coordinator.studies.spec.OBJECTIVES`).
 
 `default` is the real matrix (2M..2B x H 1, 3, 5, 50 trials); `smoke` the CPU-sized one that runs the
 whole service end to end on two cores.
@@ -11,14 +15,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from coordinator.data.samples import CONTEXT
 from coordinator.errors import UserError
 from coordinator.studies.search_space import budget_label, default_search_space, feasible_architectures
 from coordinator.studies.spec import PrunerSpec
 
-CONTEXT = 60  # days of history per sample
-
-
-THRESHOLD = 0.01  # label `threshold_1pct`
 
 
 @dataclass(frozen=True)

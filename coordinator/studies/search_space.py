@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from coordinator.data.samples import CONTEXT
 from coordinator.errors import UserError
 from coordinator.studies.architecture import Architecture, count_params
 
@@ -95,7 +96,7 @@ class SearchSpace:
     n_features: int
     preset: str = "reference"
     tolerance: float = 0.25  # an architecture is feasible within budget * (1 ± tolerance)
-    context: int = 60
+    context: int = CONTEXT
     patch_len: int = 10
     stride: int = 5
     d_models: tuple[int, ...] = REFERENCE_D_MODELS
@@ -189,7 +190,7 @@ def default_search_space(
     n_features: int,
     *,
     preset: str = "reference",
-    context: int = 60,
+    context: int = CONTEXT,
     tolerance: float = 0.25,
     revin_choices: tuple[bool, ...] = (True, False),
 ) -> SearchSpace:

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
+
 OBJECTIVES = {"val_auc": "maximize", "val_loss": "minimize"}
 PRUNERS = ("median", "none")
 
@@ -139,8 +141,6 @@ class StudySpec:
         return tpe_sampler(seed)
 
     def make_pruner(self) -> Any:
-        import optuna
-
         if self.pruner.kind == "none":
             return optuna.pruners.NopPruner()
         if self.pruner.kind == "median":
@@ -152,8 +152,6 @@ class StudySpec:
 
 def tpe_sampler(seed: int) -> Any:
     """The sampler of every study (kind "tpe"); benchmarks build their peers with it too."""
-    import optuna
-
     # constant_liar: running trials count as pessimistic results, so parallel workers spread out.
     # group=True lets multivariate TPE model the conditional architecture choices (d_model, then the
     # ratio and depth lists of that width) jointly instead of falling back to independent sampling.

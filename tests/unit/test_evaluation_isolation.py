@@ -16,7 +16,7 @@ from coordinator.studies.search_space import Architecture, TrialConfig
 from tests.conftest import REPO
 
 torch = pytest.importorskip("torch")
-from worker.train import train  # noqa: E402
+from worker.train import TrainOptions, train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,7 +67,7 @@ def test_altering_the_test_split_changes_no_search_result() -> None:
     assert search[0].best_epoch == search[1].best_epoch and search[0].test_predictions is None
 
     # The final evaluation does read the test split: same training, different test scores.
-    final = [train(config, s, score_test=True) for s in (a, b)]
+    final = [train(config, s, TrainOptions(score_test=True)) for s in (a, b)]
     assert final[0].metrics == search[0].metrics  # scoring test changes nothing about the training
     assert final[0].test_predictions is not None and len(final[0].test_predictions) == len(test)
     assert not np.allclose(final[0].test_predictions, final[1].test_predictions)
@@ -77,12 +77,12 @@ def test_scored_weights_are_the_best_epochs() -> None:
     from dataclasses import replace
 
     from coordinator.studies.metrics import roc_auc
-    from worker.train import DeviceData, train_model
+    from worker.train import DeviceData, TrainOptions, train_model
 
     original = synthetic_dataset()
     samples = make_samples(original, 1, default_splits(original.frame.index))
     config = replace(tiny_config(samples.features.shape[1]), max_epochs=3, patience=3)
-    result, model = train_model(config, samples, score_test=True)
+    result, model = train_model(config, samples, TrainOptions(score_test=True))
     assert result.best_epoch == 1 + int(np.argmax([e.val_auc for e in result.epochs]))
     # The model left behind holds the scored weights: its validation AUC is the best epoch's.
     data = DeviceData(samples, torch.device("cpu"))
@@ -114,5 +114,5 @@ def test_only_the_evaluation_reads_test_rows() -> None:
     assert "worker/train.py" in found and "worker/evaluate.py" in found
     source = (REPO / "worker/train.py").read_text()
     test_line = next(line for line in source.splitlines() if 'index["test"]' in line)
-    assert "predict" in test_line and source.index('index["test"]') > source.index("if score_test:")
+    assert "predict" in test_line and source.index('index["test"]') > source.index("if self.options.score_test:")
     assert "score_test" not in (REPO / "worker/loop.py").read_text(), "the search loop must never score test"

@@ -22,7 +22,7 @@ from tests.conftest import REPO, SPY_CSV, requires_real_data
 torch = pytest.importorskip("torch")
 import worker.train as train_module  # noqa: E402
 from worker.model import PatchTST  # noqa: E402
-from worker.train import EpochMetrics, TrialFailed, TrialInterrupted, lr_at, train, train_model  # noqa: E402
+from worker.train import EpochMetrics, TrainOptions, TrialFailed, TrialInterrupted, lr_at, train, train_model  # noqa: E402
 
 METRIC_KEYS = {
     "val_auc", "val_pr_auc", "val_loss", "val_brier", "val_accuracy", "val_precision", "val_recall",
@@ -86,7 +86,7 @@ def planted() -> Samples:
 def test_learns_a_planted_signal(planted: Samples) -> None:
     epochs: list[EpochMetrics] = []
     config = small_config(max_epochs=4)
-    result = train(config, planted, on_epoch=epochs.append)
+    result = train(config, planted, TrainOptions(on_epoch=epochs.append))
     assert result.metrics["val_auc"] > 0.8
     assert set(result.metrics) == METRIC_KEYS
     assert [e.epoch for e in epochs] == list(range(1, result.epochs_run + 1))
@@ -165,7 +165,7 @@ def test_best_epoch_and_early_stopping_on_a_known_curve(planted: Samples, monkey
     aucs = [0.55, 0.60, 0.58, 0.62, 0.61, 0.60, 0.59, 0.90, 0.95, 0.97]
     scripted_metrics(monkeypatch, [{"val_auc": a, "val_brier": 0.1 + i} for i, a in enumerate(aucs)])
     reported: list[EpochMetrics] = []
-    result = train(small_config(max_epochs=10, patience=3), planted, on_epoch=reported.append)
+    result = train(small_config(max_epochs=10, patience=3), planted, TrainOptions(on_epoch=reported.append))
     # Best at epoch 4; epochs 5, 6, 7 do not improve; patience 3 stops after epoch 7.
     assert result.best_epoch == 4 and result.epochs_run == 7 and len(reported) == 7
     assert result.objective_value == 0.62 and result.metrics["val_auc"] == 0.62
@@ -175,7 +175,7 @@ def test_best_epoch_and_early_stopping_on_a_known_curve(planted: Samples, monkey
 def test_val_loss_objective_is_minimised(planted: Samples, monkeypatch: pytest.MonkeyPatch) -> None:
     losses = [0.70, 0.65, 0.66, 0.67]
     scripted_metrics(monkeypatch, [{"val_loss": v} for v in losses])
-    result = train(small_config(max_epochs=4, patience=2), planted, objective="val_loss")
+    result = train(small_config(max_epochs=4, patience=2), planted, TrainOptions(objective="val_loss"))
     assert (result.best_epoch, result.epochs_run, result.objective_value) == (2, 4, 0.65)
 
 
@@ -195,9 +195,9 @@ def test_pruning_and_stop_requests_propagate(planted: Samples) -> None:
         raise optuna.TrialPruned("pruned by the service at epoch 1")
 
     with pytest.raises(optuna.TrialPruned, match="by the service"):
-        train(small_config(), planted, on_epoch=prune)
+        train(small_config(), planted, TrainOptions(on_epoch=prune))
     with pytest.raises(TrialInterrupted):
-        train(small_config(), planted, should_stop=lambda: True)
+        train(small_config(), planted, TrainOptions(should_stop=lambda: True))
 
 
 def test_out_of_memory_halves_the_micro_batch_and_keeps_the_batch(
@@ -261,16 +261,16 @@ def test_training_benchmark_runs(tmp_path: Path) -> None:
 
 def test_on_step_counts_every_optimizer_step_and_the_step_path_is_recorded(planted: Samples) -> None:
     seen: list[int] = []
-    result = train(small_config(max_epochs=2, patience=5), planted, on_step=seen.append)
+    result = train(small_config(max_epochs=2, patience=5), planted, TrainOptions(on_step=seen.append))
     steps = result.values_used["steps_per_epoch"] * result.epochs_run
     assert seen == list(range(1, steps + 1))
     # On CPU a step is always eager, with the foreach AdamW and clip.
     assert result.values_used["step_mode"] == "eager" and result.values_used["optimizer"] == "foreach"
     assert result.values_used["step_ms_eager"] is None and result.values_used["step_ms_graph"] is None
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        train(small_config(), planted, step_mode="cuda_graph")
+        train(small_config(), planted, TrainOptions(step_mode="cuda_graph"))
     with pytest.raises(ValueError, match="unknown step mode"):
-        train(small_config(), planted, step_mode="fast")
+        train(small_config(), planted, TrainOptions(step_mode="fast"))
 
 
 def test_best_state_reproduces_the_best_epoch(planted: Samples, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,7 +285,7 @@ def test_best_state_reproduces_the_best_epoch(planted: Samples, monkeypatch: pyt
 
     monkeypatch.setattr(train_module, "binary_metrics", remember)
     config = small_config(max_epochs=3, patience=5)
-    result, last = train_model(config, planted, keep_best_state=True)
+    result, last = train_model(config, planted, TrainOptions(keep_best_state=True))
     assert result.best_epoch == 2 and result.best_state is not None
     assert train(config, planted).best_state is None  # only when asked
     model = PatchTST(config.architecture).eval()
@@ -300,10 +300,10 @@ def test_best_state_reproduces_the_best_epoch(planted: Samples, monkeypatch: pyt
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs and fused AdamW need a CUDA device")
 def test_cuda_graph_step_matches_the_eager_step(planted: Samples) -> None:
     config = small_config(max_epochs=2, patience=5, batch_size=32)
-    eager = train(config, planted, device="cuda", step_mode="eager", optimizer="foreach")
-    graphed = train(config, planted, device="cuda", step_mode="cuda_graph")
+    eager = train(config, planted, TrainOptions(device="cuda", step_mode="eager", optimizer="foreach"))
+    graphed = train(config, planted, TrainOptions(device="cuda", step_mode="cuda_graph"))
     assert eager.values_used["step_mode"] == "eager" and graphed.values_used["step_mode"] == "cuda_graph"
     assert graphed.values_used["optimizer"] == "fused" and graphed.values_used["step_ms_graph"] > 0
     assert [e.train_loss for e in graphed.epochs] == pytest.approx([e.train_loss for e in eager.epochs], rel=2e-2)
-    auto = train(config, planted, device="cuda")
+    auto = train(config, planted, TrainOptions(device="cuda"))
     assert auto.values_used["step_mode"] in ("eager", "cuda_graph") and "graph_error" not in auto.values_used
