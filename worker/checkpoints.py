@@ -7,8 +7,9 @@ use the model on new days, so its sha256 vouches for all of it:
 - `input_columns`, `features_version`, `tier`, `context`, `horizon`, `dataset`: the data it expects;
 - `feature_mean`, `feature_std` (float64): the training statistics its inputs were standardised with;
 - `seen_through`: the last day whose data shaped the model (last training or early-stopping label);
-- `eval_chunk`: how many windows one forward pass took when the run scored its test days (the same
-  chunks give the same floating-point results).
+- `eval_chunk`, `device`, `cpu_threads`: how many windows one forward pass took when the run scored
+  its test days, where, and with how many CPU threads (the same chunks and threads give the same
+  floating-point results).
 
 Reading checks the architecture three ways: the recorded parameter count, the state dict's own
 count, and its keys and shapes against a model built (on the meta device: no memory) from the
@@ -47,6 +48,7 @@ def checkpoint_payload(
     std: np.ndarray,
     dataset: dict[str, Any],
     eval_chunk: int,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """The checkpoint's content for weights trained on `samples` (inputs standardised with mean/std)."""
     seen = max(int(samples.index[name].max()) for name in ("train", "val")) + samples.horizon
@@ -65,6 +67,8 @@ def checkpoint_payload(
         "feature_std": torch.tensor(np.asarray(std, dtype=np.float64)),
         "seen_through": str(seen_through),
         "eval_chunk": int(eval_chunk),
+        "device": device,  # where it was trained: "cpu", or "cuda:<name>" (scored in bf16 autocast)
+        "cpu_threads": torch.get_num_threads(),  # intra-op threads of the run: on CPU they decide the last bit
     }
 
 
@@ -80,6 +84,7 @@ def keep_checkpoint(
         result.best_state, config.architecture, dropout=config.dropout, samples=samples, mean=mean, std=std,
         dataset={"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256},
         eval_chunk=result.values_used["micro_batch"] * EVAL_BATCH_FACTOR,
+        device=result.device,
     )
     store = artifacts.open_store()
     with tempfile.TemporaryDirectory(prefix="scalesweep-checkpoint-") as tmp:

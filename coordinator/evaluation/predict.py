@@ -7,11 +7,11 @@ fold is used, the one trained on the most data (the latest `seen_through`).
 
 The inputs are rebuilt as the study's dataset version defines them: its stored input columns, in
 order, standardised with the training statistics stored in the checkpoint, in windows of the
-study's context, forward passes in the same chunks as the run's own test scoring. So on the
-study's own dataset version the probabilities equal the run's stored test predictions bit for bit
-(on the same device kind). `--dataset` may name another version of a dataset with the same
-definition (e.g. a newer import of the same symbol, with more days); one whose input columns, tier
-or feature code version differ is refused.
+study's context, forward passes in the same chunks and (for a run trained on the CPU) with the same
+number of CPU threads as the run's own test scoring. So on the study's own dataset version the
+probabilities equal a CPU run's stored test predictions bit for bit. `--dataset` may name another
+version of a dataset with the same definition (e.g. a newer import of the same symbol, with more
+days); one whose input columns, tier or feature code version differ is refused.
 
 Only days after `seen_through` (the last day whose data shaped any of the models: a training or
 early-stopping label) are predicted; the label is not needed, so the newest days get probabilities.
@@ -204,10 +204,16 @@ def model_probabilities(model: AnswerModel, data: Dataset, positions: np.ndarray
     features = torch.tensor((raw - mean) / std, dtype=torch.float32)
     offsets = torch.arange(-payload["context"] + 1, 1)
     probabilities = []
-    with torch.no_grad():
-        for segment in segments(positions, scored, payload["eval_chunk"]):
-            logits = [loaded.model(features[torch.from_numpy(chunk)[:, None] + offsets]).float() for chunk in segment]
-            probabilities.append(torch.sigmoid(torch.cat(logits)).double())
+    threads = torch.get_num_threads()
+    if payload["device"] == "cpu":  # the run's thread count: another one changes float32 sums in the last bit
+        torch.set_num_threads(payload["cpu_threads"])
+    try:
+        with torch.no_grad():
+            for segment in segments(positions, scored, payload["eval_chunk"]):
+                logits = [loaded.model(features[torch.from_numpy(chunk)[:, None] + offsets]).float() for chunk in segment]
+                probabilities.append(torch.sigmoid(torch.cat(logits)).double())
+    finally:
+        torch.set_num_threads(threads)
     return torch.cat(probabilities).numpy()
 
 

@@ -81,8 +81,14 @@ def test_predict_reproduces_the_stored_test_predictions_bit_for_bit(engine: sa.E
     assert len(stored) == 2 and all(r["checkpoint_sha256"] for r in stored)
     first_test = dates[stored[0]["test_positions"][0]].strftime("%Y-%m-%d")
 
+    torch.set_num_threads(2)  # not the runs' count (1): predict uses the run's own, and restores this one
+    try:
+        by_seed = {run["seed"]: predict(engine, study, start=first_test, seed=run["seed"]) for run in stored}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
     for run in stored:
-        result = predict(engine, study, start=first_test, seed=run["seed"])
+        result = by_seed[run["seed"]]
         frame = result.frame.set_index("date")
         days = dates[run["test_positions"]].strftime("%Y-%m-%d")
         assert np.array_equal(frame.loc[days, "probability"].to_numpy(), np.asarray(run["test_predictions"]))  # bit for bit
