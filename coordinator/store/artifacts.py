@@ -148,6 +148,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def from_s3_client(exc: Exception) -> bool:
+    """An error of the S3 client (connection, credentials, access denied...): boto3 is an optional
+    extra, so its exception classes are recognised by their package instead of being imported."""
+    return type(exc).__module__.split(".")[0] in ("botocore", "boto3", "s3transfer")
+
+
 def recorded(engine: sa.Engine, sha256: str) -> Checkpoint | None:
     with engine.connect() as conn:
         row = conn.execute(sa.select(checkpoints).where(checkpoints.c.sha256 == sha256)).mappings().first()
@@ -177,8 +183,8 @@ def put_checkpoint(
         artifact_id = upload_artifact(artifact_store=store.backend, file_path=str(path), study_or_trial=attach_to, storage=storage)
     except OSError as exc:
         raise ArtifactError(f"cannot write to artifact store {store.url}: {exc.strerror or first_line(exc)}") from None
-    except Exception as exc:  # botocore's errors (connection, credentials, access): one line, no traceback
-        if type(exc).__module__.split(".")[0] not in ("botocore", "boto3", "s3transfer"):
+    except Exception as exc:
+        if not from_s3_client(exc):
             raise
         raise ArtifactError(f"cannot write to artifact store {store.url}: {first_line(exc)}") from None
     row = {"sha256": sha256, "artifact_id": artifact_id, "store": store.url, "size_bytes": path.stat().st_size, "n_params": n_params,
@@ -206,7 +212,7 @@ def fetch_checkpoint(checkpoint: Checkpoint, directory: Path, store: ArtifactSto
         elsewhere = "" if store.url == checkpoint.store else f" (it was written to {checkpoint.store})"
         raise ArtifactError(f"checkpoint {checkpoint.sha256[:12]}… (artifact {checkpoint.artifact_id}) is missing from {store.url}{elsewhere}") from None
     except Exception as exc:
-        if type(exc).__module__.split(".")[0] not in ("botocore", "boto3", "s3transfer"):
+        if not from_s3_client(exc):
             raise
         raise ArtifactError(f"cannot read from artifact store {store.url}: {first_line(exc)}") from None
     actual = file_sha256(target)
