@@ -1,14 +1,17 @@
-"""`coordinator predict` on a real PostgreSQL with real (tiny) training: the evaluated answer's
-checkpoints reproduce the stored test predictions bit for bit, a re-run stores no second copy, and
-bad input (not evaluated, corrupt or missing artifact, unreachable store, another feature
-definition) is one line that changes nothing."""
+"""Checkpoints and `coordinator predict` on a real PostgreSQL with real (tiny) training: the
+evaluated answer's checkpoints reproduce the stored test predictions bit for bit, a re-run stores no
+second copy, search trials keep theirs with --keep-checkpoints, and bad input (not evaluated,
+corrupt or missing artifact, unreachable store, another feature definition) is one line that
+changes nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -17,17 +20,20 @@ from typer.testing import CliRunner
 from coordinator.cli import app, main
 from coordinator.data import registry
 from coordinator.data.synth import synthetic_series
+from coordinator.errors import UserError
 from coordinator.evaluation.plan import payloads, record_protocol
 from coordinator.evaluation.protocol import make_protocol
 from coordinator.evaluation.summary import compute_verdicts, store_verdicts
 from coordinator.lifecycle.claims import load_studies
 from coordinator.lifecycle.settings import Liveness
 from coordinator.store import artifacts
-from coordinator.store.engines import make_engine, scratch_database
+from coordinator.store.engines import make_engine, optuna_storage, scratch_database
 from coordinator.store.schema import init_db
+from coordinator.studies.architecture import Architecture
 from tests.service_helpers import create, make_dataset, rows
 
 torch = pytest.importorskip("torch")
+from worker.checkpoints import load_checkpoint  # noqa: E402
 from worker.evaluate import evaluate_run  # noqa: E402
 from worker.loop import Worker, WorkerOptions  # noqa: E402
 
@@ -36,8 +42,9 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def evaluated(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """One smoke study (10K parameters) searched (1 trial) and evaluated with 2 seeds, checkpoints in
-    a file store; shared by this module's tests (they run in file order; the last one breaks things)."""
+    """One smoke study (10K parameters, --keep-checkpoints) searched (1 trial) and evaluated with 2
+    seeds, checkpoints in a file store; shared by this module's tests (they run in file order; the
+    last one breaks things)."""
     store = tmp_path_factory.mktemp("artifacts")
     with pytest.MonkeyPatch.context() as patch, scratch_database(admin_url, "ss_predict") as url:
         patch.setenv(artifacts.ENV_ARTIFACTS, str(store))
@@ -47,7 +54,7 @@ def evaluated(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         engine = make_engine(url)
         try:
             dataset = make_dataset(url, days=2500)
-            create(url, dataset=dataset, preset="smoke", budgets=("10K",), horizons=(1,), trials=1)
+            create(url, dataset=dataset, preset="smoke", budgets=("10K",), horizons=(1,), trials=1, keep_checkpoints=True)
             options = WorkerOptions(url=url, worker_id="searcher", device="cpu", liveness=Liveness(1, 20, 2), poll_s=0.1)
             assert Worker(options).run() == 0
             entry = load_studies(engine)[0]
@@ -118,11 +125,39 @@ def test_a_rerun_stores_no_second_copy(engine: sa.Engine, evaluated: dict, monke
     monkeypatch.setenv(artifacts.ENV_ARTIFACTS, str(evaluated["store"]))
     before = rows(engine, "SELECT sha256, artifact_id FROM checkpoints ORDER BY sha256")
     files = sorted(p.name for p in evaluated["store"].iterdir())
-    assert len(before) == 2 and len(files) == 2
+    assert len(before) == 3 and len(files) == 3  # the search trial's and the two evaluation runs'
     again = evaluate_run(engine, evaluated["items"][0])  # a retried attempt: same recipe, same bytes on CPU
     assert again["test_predictions"] == evaluated["runs"][0]["test_predictions"]
     assert rows(engine, "SELECT sha256, artifact_id FROM checkpoints ORDER BY sha256") == before
     assert sorted(p.name for p in evaluated["store"].iterdir()) == files
+
+
+def test_complete_search_trials_keep_their_checkpoints(engine: sa.Engine, evaluated: dict, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """create-studies --keep-checkpoints: the COMPLETE trial's weights, listed under its Optuna trial,
+    read back with their architecture checked; another architecture is refused in one line."""
+    monkeypatch.setenv(artifacts.ENV_ARTIFACTS, str(evaluated["store"]))
+    trials = rows(engine, "SELECT r.trial_number, r.state, r.n_params, r.checkpoint_sha256, c.artifact_id, c.n_params AS stored "
+                          "FROM trial_records r LEFT JOIN checkpoints c ON c.sha256 = r.checkpoint_sha256")
+    assert [t["state"] for t in trials] == ["COMPLETE"] and trials[0]["stored"] == trials[0]["n_params"]
+    trial = trials[0]
+    study = optuna.load_study(study_name=evaluated["study"], storage=optuna_storage(evaluated["url"]))
+    listed = optuna.artifacts.get_all_artifact_meta(study.trials[trial["trial_number"]], storage=study._storage)
+    assert [m.artifact_id for m in listed] == [trial["artifact_id"]]
+
+    record = artifacts.recorded(engine, trial["checkpoint_sha256"])
+    assert record is not None
+    path = artifacts.fetch_checkpoint(record, tmp_path)
+    architecture = Architecture.from_dict(rows(engine, "SELECT architecture FROM attempts WHERE trial_number = :n AND state = 'COMPLETE'",
+                                               n=trial["trial_number"])[0]["architecture"])
+    loaded = load_checkpoint(path, architecture=architecture, n_params=trial["n_params"], label="trial checkpoint")
+    assert sum(p.numel() for p in loaded.model.parameters()) == trial["n_params"]
+    assert loaded.payload["input_columns"] and loaded.payload["feature_std"].dtype == torch.float64
+    wider = replace(architecture, d_ff=architecture.d_ff * 2)
+    with pytest.raises(UserError, match=r"^trial checkpoint: checkpoint architecture .* differs from the run's"):
+        load_checkpoint(path, architecture=wider, n_params=wider.n_params, label="trial checkpoint")
+    with pytest.raises(UserError, match=r"^trial checkpoint: checkpoint has .* parameters, the run recorded"):
+        load_checkpoint(path, architecture=architecture, n_params=trial["n_params"] + 1, label="trial checkpoint")
 
 
 def test_bad_input_is_one_line_and_changes_nothing(engine: sa.Engine, evaluated: dict, tmp_path: Path,
