@@ -21,9 +21,9 @@ COPY docker/wheels/ /tmp/wheels/
 RUN pip install --find-links /tmp/wheels ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
 
 # Then the project's dependencies (pyproject.toml) plus the extras the image serves (the dashboard
-# service, `data fetch`) at the versions of requirements.lock, the lock the Makefile and CI use;
+# service, `data fetch`, checkpoints on S3) at the versions of requirements.lock, the lock the Makefile and CI use;
 # torch is this image's own (above). A code change reuses this layer.
-ARG IMAGE_EXTRAS="dashboard fetch"
+ARG IMAGE_EXTRAS="dashboard fetch s3"
 COPY pyproject.toml requirements.lock /src/
 RUN python3 -c 'import sys, tomllib; p = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
 print("\n".join(p["dependencies"] + [r for e in sys.argv[1:] for r in p["optional-dependencies"][e]]))' $IMAGE_EXTRAS \
@@ -45,7 +45,9 @@ FROM ${BASE_IMAGE}
 RUN apt-get update \
     && apt-get install -y --no-install-recommends postgresql-client \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 10001 scalesweep
+    && useradd --create-home --uid 10001 scalesweep \
+    && install -d -o scalesweep -g scalesweep /artifacts
+# /artifacts: the checkpoint store the compose services share (a named volume takes this owner).
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -11,7 +11,7 @@ SCALESWEEP_DATA ?= $(abspath ../shared/data)
 export SCALESWEEP_DATA
 # Exact versions of everything below (torch's line is satisfied by the CPU build installed first).
 LOCK := requirements.lock
-EXTRAS := worker,local,fetch,dashboard,cluster,dev
+EXTRAS := worker,local,fetch,dashboard,cluster,s3,dev
 
 .PHONY: venv run test test-slow lint lock clean
 

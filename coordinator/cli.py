@@ -20,6 +20,7 @@ from coordinator.commands.evaluate import evaluate_command
 from coordinator.commands.export import export_command
 from coordinator.commands.kit import GlobalOptionsGroup
 from coordinator.commands.local import local_command
+from coordinator.commands.predict import predict_command
 from coordinator.commands.reports import leaderboard_command, report_command, status_command
 from coordinator.commands.studies import create_studies_command, reap_command, search_space_command, study_app
 from coordinator.errors import run_app
@@ -74,6 +75,7 @@ app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("dashboard")(dashboard_command)
 app.command("evaluate")(evaluate_command)
+app.command("predict")(predict_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,6 +41,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, kind))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def artifact_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Checkpoints written by any test (and the workers it starts) go to a session folder, never
+    into the checkout's .scalesweep/artifacts; a test that is about the store sets its own."""
+    from coordinator.store.artifacts import ENV_ARTIFACTS
+
+    folder = tmp_path_factory.mktemp("artifacts")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENV_ARTIFACTS, str(folder))
+        yield folder
+
+
 LOCAL_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from coordinator.data.folds import Fold, fold_samples
 from coordinator.errors import UserError
+from coordinator.lifecycle import optuna_adapter
 from coordinator.lifecycle.claims import ClaimedItem
 from coordinator.lifecycle.ledger import EVALUATION
 from coordinator.store.tables import evaluation_protocols, evaluation_runs, study_specs
@@ -69,8 +70,10 @@ def evaluate_run(
     item_id: int | None = None,
     attempt_id: int | None = None,
     samples_for: Callable[[StudySpec], Any] | None = None,
+    storage: Any = None,
 ) -> dict[str, Any]:
-    """Train and score one (study, rank, seed, fold) run and store its row; returns the row."""
+    """Train and score one (study, rank, seed, fold) run, keep its best-epoch weights as a checkpoint and
+    store its row; returns the row. `storage`: the worker's Optuna storage (else one is opened)."""
     from worker.train import TrainOptions, train
 
     started = time.monotonic()
@@ -96,6 +99,7 @@ def evaluate_run(
     options = TrainOptions(device=device, objective=spec.objective.metric, should_stop=should_stop, on_step=on_step, score_test=True)
     result = train(config, samples, options)
     assert result.test_predictions is not None
+    checkpoint = keep_run_checkpoint(engine, result, config, samples, spec, payload, storage)
     positions = samples.index["test"]
     test = binary_metrics(samples.labels[positions], result.test_predictions, prefix="test_", pred_prefix="test_")
     row = {
@@ -124,6 +128,7 @@ def evaluate_run(
         "worker": worker,
         "item_id": item_id,
         "attempt_id": attempt_id,
+        "checkpoint_sha256": checkpoint.sha256,
     }
     statement = insert(evaluation_runs).values(**row)
     keys = ("study_name", "rank", "seed", "fold")
@@ -134,6 +139,22 @@ def evaluate_run(
         ))
     return row
 
+
+
+def keep_run_checkpoint(engine: sa.Engine, result: Any, config: TrialConfig, samples: Any, spec: StudySpec,
+                        payload: dict[str, Any], storage: Any) -> Any:
+    """The run's best-epoch weights as a checkpoint, listed under its Optuna study (optuna-dashboard shows it)."""
+    from worker.checkpoints import keep_checkpoint  # torch, like worker.train
+
+    opened = storage is None  # a run outside a worker (tests, scripts) opens and closes its own
+    storage = storage or optuna_adapter.open_storage(engine.url.render_as_string(hide_password=False))
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+        return keep_checkpoint(engine, result, config, samples, spec.dataset, attach_to=study,
+                               filename=f"{spec.name}-rank{payload['rank']}-seed{payload['seed']}.pt")
+    finally:
+        if opened:
+            storage.engine.dispose()
 
 
 @register(EVALUATION)
@@ -147,9 +168,9 @@ def run_evaluation(context: WorkerContext, item: ClaimedItem) -> Outcome:
         row = evaluate_run(
             context.engine, item.payload, device=context.device, should_stop=context.should_stop, on_step=context.progress,
             worker=getattr(getattr(context, "options", None), "worker_id", None), item_id=item.item_id,
-            attempt_id=item.attempt_id, samples_for=context.samples_for,
+            attempt_id=item.attempt_id, samples_for=context.samples_for, storage=context.storage,
         )
-    except (EvaluationRefused, DatasetChanged, TrialFailed) as exc:
+    except (EvaluationRefused, DatasetChanged, TrialFailed, UserError) as exc:  # UserError: e.g. the artifact store refused the checkpoint
         return Outcome("FAIL", reason=str(exc))
     except TrialInterrupted:
         return Outcome("STOPPED", reason="worker stopped")

@@ -35,6 +35,7 @@ class WorkerContext(Protocol):
     """What an executor may use of the worker running it."""
 
     engine: sa.Engine
+    storage: Any  # Optuna's storage on the same database (artifacts are listed under its studies and trials)
     device: str  # cpu | cuda | synthetic
     synthetic: float | None  # seconds per item in `worker --synthetic`, else None
     synthetic_stall: bool  # `worker --synthetic-stall`: synthetic items never advance (tests the stall detector)

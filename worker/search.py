@@ -72,12 +72,19 @@ def train(context: WorkerContext, item: ClaimedItem, samples: Any, details: dict
             on_epoch=epoch_reporter(context, item),
             on_step=context.progress,
             should_stop=context.should_stop,
+            keep_best_state=spec.keep_checkpoints,
         )
         result = train(item.config, samples, options)
     except TrialFailed as exc:
         return Outcome("FAIL", reason=str(exc), details=details)
     except TrialInterrupted:
         return Outcome("STOPPED", reason="worker stopped", details=details)
+    if spec.keep_checkpoints:  # the study keeps every COMPLETE trial's weights (create-studies --keep-checkpoints)
+        from worker.checkpoints import keep_checkpoint  # torch, like worker.train
+
+        checkpoint = keep_checkpoint(context.engine, result, item.config, samples, spec.dataset, attach_to=item.trial,
+                                     filename=f"{spec.name}-trial{item.trial_number}.pt")
+        details["checkpoint_sha256"] = checkpoint.sha256
     details.update(
         n_params=result.n_params,
         **result.values_used,

@@ -111,18 +111,26 @@ def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int) -> flo
     return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def train_statistics(samples: Samples) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std (float64) of the training rows, which every input is standardised with.
+
+    Standardised so inputs are O(1) whether or not RevIN is on; OBV and volume reach 1e10, where
+    float32 windows would lose their variation. A checkpoint stores them beside the weights.
+    """
+    train = samples.index["train"]
+    rows = samples.features.astype(np.float64)[train.min() - samples.context + 1 : train.max() + 1]
+    mean, std = rows.mean(axis=0), rows.std(axis=0)
+    std[std == 0] = 1.0
+    return mean, std
+
+
 class DeviceData:
     """Features, labels and split positions as tensors on the device; batches by index arithmetic."""
 
     def __init__(self, samples: Samples, device: torch.device) -> None:
         self.context = samples.context
         features = samples.features.astype(np.float64)
-        # Standardise with train statistics (float64) so inputs are O(1) whether or not RevIN is on;
-        # OBV and volume reach 1e10, where float32 windows would lose their variation.
-        train = samples.index["train"]
-        rows = features[train.min() - self.context + 1 : train.max() + 1]
-        mean, std = rows.mean(axis=0), rows.std(axis=0)
-        std[std == 0] = 1.0
+        mean, std = train_statistics(samples)
         self.features = torch.tensor((features - mean) / std, dtype=torch.float32, device=device)
         self.labels = torch.tensor(samples.labels, dtype=torch.float32, device=device)
         self.index = {name: torch.tensor(pos, dtype=torch.long, device=device) for name, pos in samples.index.items()}

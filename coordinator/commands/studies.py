@@ -115,6 +115,8 @@ def create_studies_command(
     top: Annotated[Optional[int], typer.Option("--top", help=f"With --warm-start-from: configurations per study (default {WARM_START_TOP}).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, write nothing.")] = False,
     with_baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Compute missing baselines per horizon.")] = True,
+    keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Store every COMPLETE trial's best-epoch weights as a "
+                                                   "checkpoint ($SCALESWEEP_ARTIFACTS); recorded in the spec.")] = False,
 ) -> None:
     """Create the study matrix (budgets x horizons) in PostgreSQL; idempotent, specs are immutable."""
     url = database_url(ctx)
@@ -131,6 +133,7 @@ def create_studies_command(
         suffix=suffix,
         warm_start_from=warm_start_from,
         warm_start_top=top,
+        keep_checkpoints=keep_checkpoints,
     )
     run_create_studies(url, request, dry_run=dry_run, with_baselines=with_baselines)
 

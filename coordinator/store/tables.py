@@ -7,7 +7,8 @@ The project's tables, grouped by the concern that writes them:
 - data: `series` and `datasets` (versioned, hashed content);
 - the ledger: `work_items`, `attempts`, `study_amendments`, `device_leases`;
 - the answer: `baselines`, and the evaluation tables (`evaluation_protocols`, `evaluation_runs`,
-  `evaluation_results`, `evaluation_baselines`, `scaling_verdicts`).
+  `evaluation_results`, `evaluation_baselines`, `scaling_verdicts`);
+- models: `checkpoints` (stored best-epoch weights, content addressed).
 
 `coordinator db init` creates and upgrades them through the migrations in
 coordinator/store/migrations/; tests/migrations checks that the migrated schema is exactly this
@@ -96,6 +97,8 @@ trial_records = sa.Table(
     sa.Column("code_version", sa.Text),
     sa.Column("metrics", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),  # everything else
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # The best epoch's weights, when the study keeps search checkpoints (create-studies --keep-checkpoints).
+    sa.Column("checkpoint_sha256", sa.Text, sa.ForeignKey("checkpoints.sha256")),
 )
 
 # One row per epoch of every trial, written as the epoch ends (so live learning curves are queryable).
@@ -321,6 +324,7 @@ evaluation_runs = sa.Table(
     sa.Column("item_id", sa.BigInteger),  # the ledger's work item and attempt that produced this row
     sa.Column("attempt_id", sa.BigInteger),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("checkpoint_sha256", sa.Text, sa.ForeignKey("checkpoints.sha256")),  # the run's best-epoch weights
 )
 
 evaluation_results = sa.Table(
@@ -444,4 +448,19 @@ model_comparisons = sa.Table(
     sa.Column("reliability", JSONB, nullable=False),  # [{mean_predicted, observed_rate, count}], quantile bins
     sa.Column("protocol_sha256", sa.Text, nullable=False),
     sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+# --- Checkpoints -------------------------------------------------------------------------------
+# One row per stored model file (coordinator/store/artifacts.py), keyed by the sha256 of its bytes:
+# the same content is one record and one stored copy. evaluation_runs and trial_records point at it.
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("sha256", sa.Text, primary_key=True),
+    sa.Column("artifact_id", sa.Text, nullable=False, unique=True),  # Optuna's artifact id in `store`
+    sa.Column("store", sa.Text, nullable=False),  # file:///... or s3://bucket/prefix, never credentials
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("n_params", sa.BigInteger, nullable=False),
+    sa.Column("seen_through", sa.Date, nullable=False),  # the last day whose data shaped the weights
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )

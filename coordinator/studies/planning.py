@@ -83,6 +83,7 @@ class MatrixRequest:
     limits: LimitsSpec = LimitsSpec()  # stall timeout and wall-clock limit of every attempt
     warm_start_from: str | None = None  # globs of earlier studies whose best configurations go first
     warm_start_top: int | None = None  # how many of them per study (default WARM_START_TOP)
+    keep_checkpoints: bool = False  # store every COMPLETE trial's best-epoch weights (recorded in the spec)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def plan_studies(engine: sa.Engine, request: MatrixRequest) -> list[PlannedStudy
                 code_version=code_version(),
                 limits=request.limits,
                 extra_objectives=settings.extra_objectives,
+                keep_checkpoints=request.keep_checkpoints,
             )
             if candidates is not None:
                 spec = dataclasses.replace(spec, warm_start=warm_start.choose(candidates, spec, request.warm_start_from, top))

@@ -172,6 +172,7 @@ class StudySpec:
     warm_start: WarmStartSpec | None = None  # none: the sampler starts from the extremes alone
     # Multi-objective studies: objectives after the first (Optuna optimises them jointly: a Pareto front).
     extra_objectives: list[ObjectiveSpec] = field(default_factory=list)
+    keep_checkpoints: bool = False  # every COMPLETE trial's best-epoch weights stored as a checkpoint
 
     @property
     def horizon(self) -> int:
@@ -206,6 +207,7 @@ class StudySpec:
             limits=LimitsSpec(**d.get("limits", {})),
             warm_start=WarmStartSpec(**d["warm_start"]) if d.get("warm_start") else None,
             extra_objectives=[ObjectiveSpec(**o) for o in d.get("extra_objectives", [])],
+            keep_checkpoints=bool(d.get("keep_checkpoints", False)),
         )
 
     def identity(self) -> dict[str, Any]:
@@ -220,6 +222,8 @@ class StudySpec:
         del d["warm_start"]  # older specs have none; the chosen trials are provenance
         if self.warm_start is not None:
             d["warm_start"] = {"source": self.warm_start.source, "top": self.warm_start.top}
+        if not self.keep_checkpoints:  # likewise the default of keeping no search checkpoints
+            del d["keep_checkpoints"]
         return d
 
     def sha256(self) -> str:

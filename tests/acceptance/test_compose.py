@@ -40,13 +40,16 @@ def load(path: Path) -> dict:
     return yaml.load(path.read_text(), Loader=ComposeLoader)
 
 
+ARTIFACT_SETTINGS = {"SCALESWEEP_ARTIFACTS", "SCALESWEEP_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+
+
 def env_keys(path: Path) -> set[str]:
-    return {line.split("=", 1)[0] for line in path.read_text().splitlines() if re.match(r"^[A-Z_]+=", line)}
+    return {line.split("=", 1)[0] for line in path.read_text().splitlines() if re.match(r"^[A-Z0-9_]+=", line)}
 
 
 def test_compose_file_rules() -> None:
     services = load(COMPOSE_FILE)["services"]
-    assert set(services) == {"db", "worker", "dashboard", "coordinator", "pgbouncer"}
+    assert set(services) == {"db", "worker", "dashboard", "coordinator", "pgbouncer", "minio", "minio-bucket"}
 
     db = services["db"]
     assert db["healthcheck"]["test"][0] == "CMD-SHELL" and "pg_isready" in db["healthcheck"]["test"][1]
@@ -60,7 +63,7 @@ def test_compose_file_rules() -> None:
     assert worker["depends_on"]["db"]["condition"] == "service_healthy"
     (gpu,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
-    assert set(worker["environment"]) == {"SCALESWEEP_DATABASE_URL", "SCALESWEEP_GPU_SHARE", "NVIDIA_DRIVER_CAPABILITIES"}
+    assert set(worker["environment"]) == {"SCALESWEEP_DATABASE_URL", "SCALESWEEP_GPU_SHARE", "NVIDIA_DRIVER_CAPABILITIES", *ARTIFACT_SETTINGS}
     assert "utility" in worker["environment"]["NVIDIA_DRIVER_CAPABILITIES"], "the GPU lease lists GPUs with nvidia-smi"
 
     assert services["dashboard"]["command"][-1].startswith("exec optuna-dashboard")
@@ -69,6 +72,23 @@ def test_compose_file_rules() -> None:
     for name, service in services.items():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+
+
+def test_checkpoint_store_services() -> None:
+    """Checkpoints: one `artifacts` volume for the services of one host, or MinIO (`--profile s3`) with
+    its credentials from .env; every service that trains, predicts or shows them gets the settings."""
+    compose = load(COMPOSE_FILE)
+    services = compose["services"]
+    assert "artifacts" in compose["volumes"] and "miniodata" in compose["volumes"]
+    for name in ("worker", "coordinator", "dashboard"):
+        assert "artifacts:/artifacts" in services[name]["volumes"], name
+        assert ARTIFACT_SETTINGS <= set(services[name]["environment"]), name
+    assert "--artifact-dir /artifacts" in services["dashboard"]["command"][-1]
+    minio, bucket = services["minio"], services["minio-bucket"]
+    assert minio["profiles"] == bucket["profiles"] == ["s3"], "started on request only"
+    assert minio["environment"]["MINIO_ROOT_PASSWORD"].startswith("${MINIO_ROOT_PASSWORD"), "password from .env only"
+    assert any(v.startswith("miniodata:") for v in minio["volumes"])
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
 
 
 def test_pgbouncer_service_rules() -> None:
@@ -85,10 +105,10 @@ def test_pgbouncer_service_rules() -> None:
 
 def test_secrets_come_from_env_file() -> None:
     text = COMPOSE_FILE.read_text()
-    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
     assert {"POSTGRES_USER", "POSTGRES_PASSWORD"} <= required, "no default password in the compose file"
     assert required <= env_keys(ENV_EXAMPLE), ".env.example documents every required variable"
-    used = set(re.findall(r"\$\{([A-Z_]+)", text))
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
     assert used - env_keys(ENV_EXAMPLE) <= {"DB_HOST", "DB_PORT", "DASHBOARD_LISTEN"}, "undocumented variables"
 
 
@@ -100,7 +120,7 @@ def test_e2e_override_keeps_everything_on_localhost() -> None:
     assert services["db"]["ports"] == services["dashboard"]["ports"] == RESET
     assert services["worker"]["deploy"] == RESET, "no GPU reservation where there is no GPU"
     assert "listen_addresses=127.0.0.1" in services["db"]["command"]
-    settings = dict(line.split("=", 1) for line in E2E_ENV.read_text().splitlines() if re.match(r"^[A-Z_]+=", line))
+    settings = dict(line.split("=", 1) for line in E2E_ENV.read_text().splitlines() if re.match(r"^[A-Z0-9_]+=", line))
     assert settings["DB_HOST"] == "127.0.0.1" and settings["DASHBOARD_LISTEN"] == "127.0.0.1"
     # The workers' own URL (WORKER_DB_*, for routing them through pgbouncer) must point there too.
     assert (settings["WORKER_DB_HOST"], settings["WORKER_DB_PORT"]) == (settings["DB_HOST"], settings["DB_PORT"])
