@@ -133,12 +133,13 @@ def evaluate_command(
         make_protocol(preset, k=k, n_seeds=seeds, folds=folds)  # an unknown preset: refused before anything is read
     engine = engines.connect(url)
     try:
+        if not dry_run:  # the read-only role is told so in one line, before it reads a table it may not
+            roles.require_writer(engine, "submit evaluation runs")
         entries = select_studies(engine, studies, dataset)
         protocol = choose_protocol(engine, entries, preset, k, seeds, folds)
         if dry_run:
             print_dry_run(engine, entries, protocol, target_width, Console())
             return
-        roles.require_writer(engine, "submit evaluation runs")
         evaluations = prepare(engine, entries, protocol)
         if not evaluations:
             raise UserError("no finished study to evaluate")

@@ -43,7 +43,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def evaluated(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """One smoke study (10K parameters, --keep-checkpoints) searched (1 trial) and evaluated with 2
-    seeds, checkpoints in a file store; shared by this module's tests (they run in file order; the
+    seeds on one walk-forward fold (the whole test split), checkpoints in a file store; shared by this module's tests (they run in file order; the
     last one breaks things)."""
     store = tmp_path_factory.mktemp("artifacts")
     with pytest.MonkeyPatch.context() as patch, scratch_database(admin_url, "ss_predict") as url:
@@ -58,7 +58,7 @@ def evaluated(admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             options = WorkerOptions(url=url, worker_id="searcher", device="cpu", liveness=Liveness(1, 20, 2), poll_s=0.1)
             assert Worker(options).run() == 0
             entry = load_studies(engine)[0]
-            items = payloads(record_protocol(engine, entry, make_protocol("smoke", k=1, n_seeds=2)))
+            items = payloads(record_protocol(engine, entry, make_protocol("smoke", k=1, n_seeds=2, folds=1)))
             runs = [evaluate_run(engine, item) for item in items]
             store_verdicts(engine, compute_verdicts(engine, entry.spec.dataset.name))
             yield {"study": entry.name, "spec": entry.spec, "items": items, "runs": runs, "url": url, "store": store, "engine": engine}
@@ -101,10 +101,11 @@ def test_predict_reproduces_the_stored_test_predictions_bit_for_bit(engine: sa.E
         assert np.array_equal(frame.loc[days, "probability"].to_numpy(), np.asarray(run["test_predictions"]))  # bit for bit
         assert frame.index[-1] == dates[-1].strftime("%Y-%m-%d")  # the last days too, whose labels are not known yet
 
-    # Default: every day after what the models saw: from the test split's first day (whose windows
-    # reach back into validation days: features only), still bit for bit on the scored days.
+    # Default: every day after what the models saw: from the test split's first day (a walk-forward
+    # fold scores every day of its period, its windows reaching back into earlier days: features
+    # only), still bit for bit on the scored days.
     both = predict(engine, study).frame
-    assert both["date"].iloc[0] == spec.splits["test"][0] < first_test
+    assert both["date"].iloc[0] == spec.splits["test"][0] == first_test
     seeds = [f"seed_{r['seed']}" for r in stored]
     assert list(both.columns) == ["date", "probability", *seeds]
     on_test = both.set_index("date").loc[dates[stored[0]["test_positions"]].strftime("%Y-%m-%d")]
