@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.reports.columns import Column, fitted_table
 from coordinator.reports.figures import finish_figure
 from coordinator.store import engines
 
@@ -51,9 +52,9 @@ def fold_table(horizon: int, folds: list[Row]) -> Table | None:
         return None
     periods = sorted({(r["fold"], r["test_start"], r["test_end"], r["n_days"]) for r in mine})
     table = Table(title=f"H = {horizon}: AUC per walk-forward fold (each model trained before its fold)", title_justify="left")
-    table.add_column("model", no_wrap=True)
+    table.add_column("model", overflow="fold")  # names may wrap; numbers never shrink (the default preset has 5 folds)
     for number_, start, end, days in periods:
-        table.add_column(f"fold {number_}\n{start:%Y-%m}..{end:%Y-%m}\n{days} days", justify="right")
+        table.add_column(f"fold {number_}\n{start:%Y-%m}\n..{end:%Y-%m}\n{days} days", justify="right", no_wrap=True)
     models = list(dict.fromkeys((r["model"], label(r)) for r in mine))
     for model, name in models:
         cells = {r["fold"]: r for r in mine if r["model"] == model}
@@ -61,22 +62,25 @@ def fold_table(horizon: int, folds: list[Row]) -> Table | None:
     return table
 
 
-def comparison_table(horizon: int, models: list[Row]) -> Table | None:
+# Who stays when the terminal is narrow (0: always); calibration is the Brier score's reliability part.
+COMPARISON_COLUMNS = [Column("model", 0, "left"), Column("AUC", 0), Column("log loss", 1), Column("in 90% MCS", 0),
+                      Column("MCS p", 2), Column("Brier", 3), Column("calibration", 4)]
+
+
+def comparison_table(horizon: int, models: list[Row], width: int) -> Table | None:
     mine = [r for r in models if r["horizon"] == horizon]
     if not mine:
         return None
-    table = Table(title=f"H = {horizon}: pooled test days, model comparison on per-day log loss", title_justify="left")
-    for name in ("model", "AUC", "log loss", "Brier", "calibration", "MCS p", "in 90% MCS"):
-        table.add_column(name, justify="left" if name == "model" else "right", no_wrap=name == "model")
-    for r in mine:
-        table.add_row(label(r) + (" (best baseline)" if r["best_baseline"] else ""), number(r["auc"]), number(r["log_loss"], 4),
-                      number(r["brier"], 4), number(r["brier_reliability"], 4), number(r["mcs_pvalue"]), "yes" if r["in_mcs"] else "no")
-    return table
+    cells = [[label(r) + (" (best)" if r["best_baseline"] else ""), number(r["auc"]), number(r["log_loss"], 4),
+              "yes" if r["in_mcs"] else "no", number(r["mcs_pvalue"]), number(r["brier"], 4), number(r["brier_reliability"], 4)]
+             for r in mine]
+    return fitted_table(f"H = {horizon}: pooled test days, model comparison on per-day log loss (best: the best baseline)",
+                        COMPARISON_COLUMNS, cells, width)
 
 
 def print_walk_forward(out: Console, horizon: int, folds: list[Row], models: list[Row]) -> None:
     """The per-fold table (* marks a fold where a budget beats the best baseline) and the comparison."""
-    for table in (fold_table(horizon, folds), comparison_table(horizon, models)):
+    for table in (fold_table(horizon, folds), comparison_table(horizon, models, out.width)):
         if table is not None:
             out.print(table)
 

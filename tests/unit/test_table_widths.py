@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import pytest
@@ -9,6 +10,7 @@ from rich.console import Console
 
 from coordinator.reports.answer import horizon_table
 from coordinator.reports.terminal import leaderboard_table, status_table
+from coordinator.reports.walkforward import comparison_table, fold_table
 
 NAMES = [f"spy-a25-vix8-thr1pct-{b}-h{h}" for b in ("2M", "20M", "200M", "2B") for h in (1, 3, 5)]
 
@@ -63,3 +65,21 @@ def test_answer_table_fits(width: int) -> None:
 def test_a_wide_terminal_shows_every_column() -> None:
     body = "\n".join(render(status_table([progress_row(n) for n in NAMES], 220), 220))
     assert "not shown" not in body and "mean trial" in body
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_walk_forward_tables_fit_without_cut_numbers(width: int) -> None:
+    """The per-fold table at the default preset's 5 folds and the model comparison: no number cut short."""
+    models = ["2M", "20M", "200M", "2B", "gradient_boosting", "logistic_regression", "volatility", "base_rate"]
+    folds = [{"horizon": 1, "model": m, "kind": "baseline", "budget": None, "fold": f, "test_start": dt.date(2010 + 2 * f, 1, 4),
+              "test_end": dt.date(2011 + 2 * f, 12, 30), "n_days": 503, "auc": 0.61234, "beats_best_baseline": f == 2}
+             for m in models for f in range(1, 6)]
+    compared = [{"horizon": 1, "model": m, "kind": "baseline", "budget": None, "best_baseline": m == "logistic_regression", "auc": 0.6123, "log_loss": 0.65432,
+                 "brier": 0.23456, "brier_reliability": 0.00123, "mcs_pvalue": 0.456, "in_mcs": m == "2B"} for m in models]
+    for table in (fold_table(1, folds), comparison_table(1, compared, width)):
+        lines = render(table, width)
+        assert max(len(line) for line in lines) <= width
+        body = "\n".join(lines)
+        assert "…" not in body and "0.612" in body
+    comparison = "\n".join(render(comparison_table(1, compared, width), width))
+    assert "0.6543" in comparison and "logistic_regression (best)" in comparison
