@@ -103,12 +103,17 @@ def previous_release(tmp_path: Path, commit: str = PREVIOUS_RELEASE) -> Path:
     return folder
 
 
+def run_previous_release(old: Path, script: str, url: str, timeout: int, **env: str) -> None:
+    """Run `script` with the previous release's own code on the database at `url`; it prints 'old release done'."""
+    made = subprocess.run([sys.executable, "-c", script, url], cwd=old, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(old), "PYTHONUNBUFFERED": "1", **env})
+    assert made.returncode == 0 and "old release done" in made.stdout, made.stdout[-2000:] + made.stderr[-3000:]
+
+
 def test_previous_release_database_upgrades_in_place(admin_url: str, tmp_path: Path) -> None:
     old = previous_release(tmp_path)
     with engines.scratch_database(admin_url, "ss_migr_old") as url, engines.scratch_database(admin_url, "ss_migr_new") as fresh:
-        env = {**os.environ, "PYTHONPATH": str(old), "PYTHONUNBUFFERED": "1"}
-        made = subprocess.run([sys.executable, "-c", OLD_RELEASE_SCRIPT, url], cwd=old, env=env, capture_output=True, text=True, timeout=300)
-        assert made.returncode == 0 and "old release done" in made.stdout, made.stdout[-2000:] + made.stderr[-3000:]
+        run_previous_release(old, OLD_RELEASE_SCRIPT, url, timeout=300)
         engine = engines.make_engine(url)
         try:
             records_before = rows(engine, "SELECT * FROM trial_records ORDER BY trial_id")

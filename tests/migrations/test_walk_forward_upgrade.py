@@ -5,9 +5,6 @@ release gives the same intervals and says it rests on one test period."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from rich.console import Console
 from coordinator.evaluation.summary import compute_verdicts, store_verdicts
 from coordinator.reports.answer import print_answer
 from coordinator.store import engines, migrations, schema
-from tests.migrations.test_migrations import previous_release, schema_signature
+from tests.migrations.test_migrations import previous_release, run_previous_release, schema_signature
 from tests.service_helpers import rows
 
 BEFORE_WALK_FORWARD = "af1b25b"
@@ -57,9 +54,7 @@ def test_a_single_period_evaluation_upgrades_and_still_reads(admin_url: str, tmp
     pytest.importorskip("torch")
     old = previous_release(tmp_path, BEFORE_WALK_FORWARD)
     with engines.scratch_database(admin_url, "ss_migr_wf") as url, engines.scratch_database(admin_url, "ss_migr_wf_new") as fresh:
-        env = {**os.environ, "PYTHONPATH": str(old), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-        made = subprocess.run([sys.executable, "-c", OLD_RELEASE_SCRIPT, url], cwd=old, env=env, capture_output=True, text=True, timeout=600)
-        assert made.returncode == 0 and "old release done" in made.stdout, made.stdout[-2000:] + made.stderr[-3000:]
+        run_previous_release(old, OLD_RELEASE_SCRIPT, url, timeout=600, OMP_NUM_THREADS="1")
         engine = engines.make_engine(url)
         try:
             runs_before = rows(engine, "SELECT * FROM evaluation_runs ORDER BY study_name, rank, seed")
@@ -68,12 +63,14 @@ def test_a_single_period_evaluation_upgrades_and_still_reads(admin_url: str, tmp
             assert len(runs_before) == 1 and len(verdict_before) == 1
 
             done = schema.init_db(url)  # the upgrade, in place
-            assert any("schema 0004_walk_forward (upgraded from 0003_evaluation)" in line for line in done)
+            assert any(f"schema {migrations.head_revision()} (upgraded from 0003_evaluation)" in line for line in done)
 
-            # Nothing lost: the old rows are still there, unchanged; the runs are the single test period's (fold 0).
+            # Nothing lost: the old rows are still there, unchanged; the runs are the single test period's (fold 0),
+            # and they kept no checkpoint (the column came later).
             runs_after = rows(engine, "SELECT * FROM evaluation_runs ORDER BY study_name, rank, seed")
-            assert [{k: v for k, v in r.items() if k != "fold"} for r in runs_after] == runs_before
+            assert [{k: v for k, v in r.items() if k not in ("fold", "checkpoint_sha256")} for r in runs_after] == runs_before
             assert [r["fold"] for r in runs_after] == [0]
+            assert [r["checkpoint_sha256"] for r in runs_after] == [None]
             assert [{k: r[k] for k in verdict_before[0]} for r in rows(engine, "SELECT * FROM scaling_verdicts")] == verdict_before
             assert [{k: r[k] for k in protocol_before[0]} for r in rows(engine, "SELECT * FROM evaluation_protocols")] == protocol_before
             scaling = rows(engine, "SELECT * FROM scaling")[0]
